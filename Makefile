@@ -1,0 +1,62 @@
+# ferrolb: the two commands a person needs are `make demo` and `make test`.
+# Both do all set-up on a fresh Debian machine (as root).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+HARNESS := target/harness/k8s-harness
+
+.PHONY: all setup build harness lint fmt test unit e2e demo bench generate check-generated clean require-root
+
+all: build
+
+setup:
+	@scripts/setup.sh setup
+
+build: setup
+	$(CARGO) build --workspace --all-targets
+
+harness: setup
+	integration/harness/build.sh
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Regenerates every committed artefact that is produced from Rust types.
+generate:
+	$(CARGO) run -q -p ferrolb-cli --bin ferrolb -- generate crds --out deploy/crds
+
+# CI fails when a committed generated file differs from what the code produces.
+check-generated: setup
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(CARGO) run -q -p ferrolb-cli --bin ferrolb -- generate crds --out "$$tmp/crds"; \
+	if ! diff -ru deploy/crds "$$tmp/crds"; then \
+	  echo "error: deploy/crds is stale: run 'make generate' and commit the result" >&2; exit 1; fi; \
+	echo "check-generated: deploy/crds is up to date"
+
+unit: setup
+	$(CARGO) test --workspace --exclude ferrolb-integration
+
+require-root:
+	@if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "error: the e2e tests need root (they build a lab of network namespaces)." >&2; \
+	  echo "       'make test' runs everything, e2e included: run it as root (sudo make test)." >&2; \
+	  exit 1; fi
+
+e2e: require-root setup harness
+	FERROLB_HARNESS=$(abspath $(HARNESS)) $(CARGO) test -p ferrolb-integration -- --test-threads=1
+
+test: require-root lint check-generated unit e2e
+
+demo: require-root setup harness
+	$(CARGO) build --release --workspace --bins
+	integration/demo.sh
+
+bench: require-root setup harness
+	$(CARGO) bench --workspace
+
+clean:
+	$(CARGO) clean

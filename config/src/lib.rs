@@ -1,0 +1,1 @@
+//! ferrolb configuration model.

@@ -1,0 +1,1 @@
+//! ferrolb controller (see README).

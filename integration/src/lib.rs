@@ -1,0 +1,1 @@
+//! ferrolb lab and e2e support (see README).

@@ -1,0 +1,1 @@
+//! ferrolb speaker (see README).
