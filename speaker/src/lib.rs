@@ -1,1 +1,3 @@
 //! ferrolb speaker (see README).
+
+pub mod packet;
