@@ -1,3 +1,4 @@
 //! ferrolb speaker (see README).
 
+pub mod election;
 pub mod packet;
