@@ -1,0 +1,235 @@
+//! `lab`: bring the ferrolb lab up, use it, break it and remove it.
+//!
+//! A thin command line over `ferrolb_integration::lab`. `up` returns once
+//! every node is Ready and leaves the daemons running; every other command
+//! finds the lab again through its state directory (`FERROLB_LAB_DIR`,
+//! default `<repo>/.lab`). Logs go to stderr, so `eval "$(lab env)"` works.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, LabPaths, ProxyMode, kubeapi, teardown};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lab",
+    about = "ferrolb lab: a Kubernetes cluster in network namespaces",
+    after_help = "Use from a shell: integration/lab up && eval \"$(integration/lab env)\" && kubectl get nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the lab (idempotent: only what is missing is made or started).
+    Up(UpArgs),
+    /// Print shell lines to eval: KUBECONFIG for the root namespace, namespaces, nodes.
+    Env,
+    /// Run a command in a host's namespace (m-k8s, wK-k8s, client).
+    Exec {
+        /// Host name.
+        host: String,
+        /// Command and arguments, after `--`.
+        #[arg(last = true, required = true)]
+        argv: Vec<OsString>,
+    },
+    /// Cut a worker off the segment and kill all its processes.
+    NodeFail {
+        /// Node name (wK-k8s).
+        node: String,
+    },
+    /// Reconnect a failed node and restart its agent, kube-proxy and speaker.
+    NodeRecover {
+        /// Node name.
+        node: String,
+    },
+    /// Restart a ferrolb component.
+    Restart {
+        #[command(subcommand)]
+        what: Restart,
+    },
+    /// Show namespaces, daemons and node readiness.
+    Status,
+    /// Remove the lab and everything named flb-*, even after a crash.
+    Down,
+}
+
+#[derive(Debug, Subcommand)]
+enum Restart {
+    /// The ferrolb controller.
+    Controller,
+    /// The ferrolb speaker of one node.
+    Speaker {
+        /// Node name.
+        node: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Iptables,
+    Nftables,
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Number of worker nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=20))]
+    workers: u8,
+    /// IPv6 as the Kubernetes family.
+    #[arg(long, conflicts_with = "dual_stack")]
+    ipv6: bool,
+    /// IPv4 and IPv6.
+    #[arg(long)]
+    dual_stack: bool,
+    /// Kubernetes only, without the ferrolb controller and speakers.
+    #[arg(long)]
+    bare: bool,
+    /// Namespaces and links only, without Kubernetes.
+    #[arg(long)]
+    topology_only: bool,
+    /// kube-proxy backend.
+    #[arg(long, value_enum, default_value = "iptables")]
+    proxy_mode: Mode,
+    /// Node-lifecycle grace period before a silent node is NotReady (e.g. 20s).
+    #[arg(long, default_value = "20s", value_parser = parse_secs)]
+    node_monitor_grace_period: Duration,
+    /// Bound on each wait (control plane ready, nodes Ready), e.g. 180s.
+    #[arg(long, default_value = "180s", value_parser = parse_secs)]
+    timeout: Duration,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let digits = s.strip_suffix('s').unwrap_or(s);
+    digits
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{s:?}: expected whole seconds such as 20s"))
+}
+
+impl UpArgs {
+    fn options(&self) -> LabOptions {
+        LabOptions {
+            workers: self.workers,
+            ip_family: if self.ipv6 {
+                IpFamily::Ipv6
+            } else if self.dual_stack {
+                IpFamily::DualStack
+            } else {
+                IpFamily::Ipv4
+            },
+            bare: self.bare,
+            topology_only: self.topology_only,
+            proxy_mode: match self.proxy_mode {
+                Mode::Iptables => ProxyMode::Iptables,
+                Mode::Nftables => ProxyMode::Nftables,
+            },
+            node_monitor_grace_period: self.node_monitor_grace_period,
+            ready_timeout: self.timeout,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lab: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let paths = LabPaths::from_env();
+    match command {
+        Command::Up(args) => {
+            let start = Instant::now();
+            let lab = Lab::ensure(paths, args.options()).await?;
+            eprintln!(
+                "lab: up in {:.1}s ({} nodes); use it with: eval \"$(integration/lab env)\"",
+                start.elapsed().as_secs_f64(),
+                lab.topology().nodes().count()
+            );
+        }
+        Command::Env => {
+            let lab = Lab::attach_at(paths)?;
+            print!("{}", lab.env_lines());
+        }
+        Command::Exec { host, argv } => {
+            let lab = Lab::attach_at(paths)?;
+            let ns = lab.topology().host(&host)?.netns();
+            // Interactive: inherits the terminal and has no time bound.
+            let status = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(&argv)
+                .env("KUBECONFIG", lab.lab_kubeconfig_path())
+                .status()
+                .context("running ip netns exec")?;
+            return Ok(match status.code() {
+                Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+                None => ExitCode::FAILURE,
+            });
+        }
+        Command::NodeFail { node } => Lab::attach_at(paths)?.node_fail(&node)?,
+        Command::NodeRecover { node } => Lab::attach_at(paths)?.node_recover(&node)?,
+        Command::Restart { what } => {
+            let lab = Lab::attach_at(paths)?;
+            match what {
+                Restart::Controller => lab.restart_controller()?,
+                Restart::Speaker { node } => lab.restart_speaker(&node)?,
+            }
+        }
+        Command::Status => return status(paths).await,
+        Command::Down => teardown::down(&paths)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(paths: LabPaths) -> anyhow::Result<ExitCode> {
+    let Ok(lab) = Lab::attach_at(paths.clone()) else {
+        let left = teardown::leftovers(&paths);
+        if left.is_empty() {
+            println!("lab is down; nothing left over");
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("lab is not up, but these are left over (remove with `lab down`):");
+        for l in left {
+            println!("  {l}");
+        }
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut st = lab.status();
+    if !lab.options().topology_only && lab.kubeconfig_path().exists() {
+        let ask = async {
+            let client = lab.kube_client().await?;
+            kubeapi::node_readiness(&client).await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), ask).await {
+            Ok(Ok(nodes)) => st.nodes = nodes,
+            Ok(Err(e)) => println!("API server: {e}"),
+            Err(_) => println!("API server: no answer within 5s"),
+        }
+    }
+    print!("{st}");
+    let healthy = st.netns.iter().all(|(_, up)| *up) && st.daemons.iter().all(|d| d.2);
+    if !healthy {
+        bail!("some namespaces or daemons are missing");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,372 @@
+//! Daemons of the lab: started detached, found again from pid files and
+//! `/proc`, killed without leaving anything behind.
+//!
+//! A daemon runs as `setsid [ip netns exec NS] PROGRAM ARGS`. Both wrappers
+//! exec in place, so the pid we spawn is the daemon's pid and also its
+//! session id; everything it forks keeps that session id, which is how
+//! teardown finds the daemon's children even when they sit in no named
+//! namespace. Output goes (appended) to `STATE/logs/NAME.log`, the pid to
+//! `STATE/pids/NAME.pid` together with the program path, so that a pid
+//! reused by an unrelated process is never mistaken for the daemon.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+use super::cmd::Cmd;
+use super::error::{LabError, Result};
+use super::paths::{LabPaths, file_name};
+
+/// How to start one daemon. Built in one place, `components`.
+#[derive(Debug, Clone)]
+pub struct DaemonSpec {
+    /// Name of its log and pid file (`node-agent-w1-k8s`).
+    pub name: String,
+    /// Namespace to run in; `None` for the root namespace.
+    pub netns: Option<String>,
+    /// Executable.
+    pub program: PathBuf,
+    /// Arguments.
+    pub args: Vec<OsString>,
+    /// Extra environment.
+    pub env: Vec<(String, OsString)>,
+}
+
+impl DaemonSpec {
+    /// The command line, for logs and the status display.
+    pub fn display(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.env {
+            s.push_str(&format!("{k}={} ", v.to_string_lossy()));
+        }
+        if let Some(ns) = &self.netns {
+            s.push_str(&format!("ip netns exec {ns} "));
+        }
+        s.push_str(&self.program.to_string_lossy());
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    }
+}
+
+/// Starts `spec` detached and records its pid.
+pub fn spawn(paths: &LabPaths, spec: &DaemonSpec) -> Result<u32> {
+    for dir in [paths.logs(), paths.pids()] {
+        fs::create_dir_all(&dir).map_err(|source| LabError::Io { path: dir, source })?;
+    }
+    let log_path = paths.log(&spec.name);
+    let io_err = |source| LabError::Io {
+        path: log_path.clone(),
+        source,
+    };
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_err)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    writeln!(log, "==== lab: start at unix {now}: {}", spec.display()).map_err(io_err)?;
+    let stderr = log.try_clone().map_err(io_err)?;
+
+    let mut c = Command::new("setsid");
+    if let Some(ns) = &spec.netns {
+        c.args(["ip", "netns", "exec", ns]);
+    }
+    c.arg(&spec.program)
+        .args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(stderr));
+    for (k, v) in &spec.env {
+        c.env(k, v);
+    }
+    let child = c.spawn().map_err(|source| LabError::Spawn {
+        command: spec.display(),
+        source,
+    })?;
+    let pid = child.id();
+    // The child is deliberately not waited for: it outlives this process.
+    // Teardown reaps it if this process is still its parent.
+    drop(child);
+    write_pid_file(paths, &spec.name, pid, &spec.program)?;
+    tracing::info!(daemon = %spec.name, pid, "daemon started");
+    Ok(pid)
+}
+
+fn write_pid_file(paths: &LabPaths, name: &str, pid: u32, program: &Path) -> Result<()> {
+    let path = paths.pid_file(name);
+    let tmp = path.with_extension("pid.tmp");
+    fs::write(&tmp, format!("{pid}\n{}\n", program.display())).map_err(|source| LabError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    fs::rename(&tmp, &path).map_err(|source| LabError::Io { path, source })
+}
+
+/// A pid file's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidFile {
+    /// Daemon name.
+    pub name: String,
+    /// Recorded pid.
+    pub pid: i32,
+    /// Recorded program.
+    pub program: PathBuf,
+}
+
+impl PidFile {
+    /// Whether the recorded process still runs the recorded program.
+    pub fn is_running(&self) -> bool {
+        alive(self.pid)
+            && cmdline(self.pid)
+                .map(|argv| {
+                    let want = file_name(&self.program);
+                    argv.iter().any(|a| file_name(Path::new(a)) == want)
+                })
+                .unwrap_or(false)
+    }
+}
+
+/// Reads the pid file of daemon `name`, if any.
+pub fn read_pid_file(paths: &LabPaths, name: &str) -> Result<Option<PidFile>> {
+    let path = paths.pid_file(name);
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(parse_pid_file(name, &text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LabError::Io { path, source }),
+    }
+}
+
+fn parse_pid_file(name: &str, text: &str) -> Option<PidFile> {
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse().ok()?;
+    let program = PathBuf::from(lines.next()?.trim());
+    Some(PidFile {
+        name: name.to_owned(),
+        pid,
+        program,
+    })
+}
+
+/// All pid files of the lab.
+pub fn pid_files(paths: &LabPaths) -> Result<Vec<PidFile>> {
+    let dir = paths.pids();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(LabError::Io { path: dir, source }),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|n| n.strip_suffix(".pid")) else {
+            continue;
+        };
+        if let Some(pf) = read_pid_file(paths, name)? {
+            out.push(pf);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Removes the pid file of daemon `name` (absent is fine).
+pub fn remove_pid_file(paths: &LabPaths, name: &str) -> Result<()> {
+    let path = paths.pid_file(name);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LabError::Io { path, source: e }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `pid` exists and is not a zombie. Zombies that are our own
+/// children are reaped on the way.
+pub fn alive(pid: i32) -> bool {
+    match proc_state(pid) {
+        None => false,
+        Some('Z' | 'X') => {
+            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+            false
+        }
+        Some(_) => true,
+    }
+}
+
+/// Process state letter and session id from `/proc/PID/stat`.
+fn stat(pid: i32) -> Option<(char, i32)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start
+    // after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let _ppid = f.next()?;
+    let _pgrp = f.next()?;
+    let session = f.next()?.parse().ok()?;
+    Some((state, session))
+}
+
+fn proc_state(pid: i32) -> Option<char> {
+    stat(pid).map(|(s, _)| s)
+}
+
+/// Arguments of process `pid`.
+pub fn cmdline(pid: i32) -> Option<Vec<String>> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// A live process seen in `/proc`.
+#[derive(Debug, Clone)]
+pub struct ProcInfo {
+    /// Pid.
+    pub pid: i32,
+    /// Session id.
+    pub session: i32,
+    /// Arguments.
+    pub argv: Vec<String>,
+}
+
+/// Every live (non-zombie) process.
+pub fn scan() -> Vec<ProcInfo> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let (state, session) = stat(pid)?;
+            if matches!(state, 'Z' | 'X') {
+                return None;
+            }
+            Some(ProcInfo {
+                pid,
+                session,
+                argv: cmdline(pid).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Pids of the processes in network namespace `netns`.
+pub fn netns_pids(netns: &str) -> Result<Vec<i32>> {
+    let out = Cmd::ip(&["netns", "pids", netns]).stdout()?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|p| alive(*p))
+        .collect())
+}
+
+/// Sends `signal` to every pid, then waits until all are gone. Returns the
+/// survivors after `limit` as an error.
+pub fn kill_all(pids: &BTreeSet<i32>, signal: Signal, limit: Duration) -> Result<()> {
+    let me = std::process::id() as i32;
+    let targets: BTreeSet<i32> = pids.iter().copied().filter(|p| *p != me).collect();
+    for pid in &targets {
+        // ESRCH only means it is already gone.
+        let _ = kill(Pid::from_raw(*pid), signal);
+    }
+    let start = Instant::now();
+    loop {
+        let left: Vec<i32> = targets.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(LabError::Timeout {
+                what: format!("processes {left:?} to exit after {signal}"),
+                after: limit,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops one daemon: SIGTERM, then SIGKILL after `grace`, then removes its
+/// pid file. Members of its session go with it.
+pub fn stop(paths: &LabPaths, name: &str, grace: Duration) -> Result<()> {
+    if let Some(pf) = read_pid_file(paths, name)?
+        && pf.is_running()
+    {
+        let session: BTreeSet<i32> = std::iter::once(pf.pid)
+            .chain(
+                scan()
+                    .into_iter()
+                    .filter(|p| p.session == pf.pid)
+                    .map(|p| p.pid),
+            )
+            .collect();
+        if kill_all(&session, Signal::SIGTERM, grace).is_err() {
+            kill_all(&session, Signal::SIGKILL, Duration::from_secs(5))?;
+        }
+        tracing::info!(daemon = %name, pid = pf.pid, "daemon stopped");
+    }
+    remove_pid_file(paths, name)
+}
+
+/// The last `n` lines of a log, for error messages.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_file_round_trip() {
+        let pf = parse_pid_file("forward", "123\n/x/k8s-harness\n").unwrap();
+        assert_eq!(pf.pid, 123);
+        assert_eq!(pf.program, PathBuf::from("/x/k8s-harness"));
+        assert!(parse_pid_file("x", "garbage").is_none());
+        assert!(parse_pid_file("x", "12\n").is_none());
+    }
+
+    #[test]
+    fn own_process_is_alive_and_scanned() {
+        let me = std::process::id() as i32;
+        assert!(alive(me));
+        assert!(scan().iter().any(|p| p.pid == me));
+        assert!(!alive(i32::MAX));
+    }
+
+    #[test]
+    fn pid_file_checks_the_program() {
+        let me = std::process::id() as i32;
+        let exe = std::env::current_exe().unwrap();
+        let mine = PidFile {
+            name: "t".into(),
+            pid: me,
+            program: exe,
+        };
+        assert!(mine.is_running());
+        let reused = PidFile {
+            name: "t".into(),
+            pid: me,
+            program: PathBuf::from("/nowhere/k8s-harness"),
+        };
+        assert!(!reused.is_running());
+    }
+}
