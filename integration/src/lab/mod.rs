@@ -831,6 +831,29 @@ impl fmt::Display for Status {
     }
 }
 
+/// Polls `check` every 250 ms until it returns `Ok`, for at most `limit`;
+/// the timeout error quotes the last reason `check` gave. For tests that wait
+/// on the cluster (pods running, an address announced, ...).
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(why) if start.elapsed() >= limit => {
+                return Err(LabError::Timeout {
+                    what: format!("{what} (last: {why})"),
+                    after: limit,
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
 fn parse_lladdr(neigh: &str) -> Option<String> {
     let mut words = neigh.split_whitespace();
     words.find(|w| *w == "lladdr")?;
@@ -844,6 +867,31 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn eventually_retries_then_times_out() {
+        let mut n = 0;
+        let v = eventually("third try", Duration::from_secs(5), || {
+            n += 1;
+            let n = n;
+            async move {
+                if n >= 3 {
+                    Ok(n)
+                } else {
+                    Err(format!("try {n}"))
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(v, 3);
+        let err = eventually("never", Duration::from_millis(300), || async {
+            Err::<(), _>("still no".to_owned())
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("still no"), "{err}");
+    }
 
     #[test]
     fn lladdr_is_parsed() {

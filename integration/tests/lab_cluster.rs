@@ -1,0 +1,244 @@
+//! The lab's Kubernetes cluster, in one test with sequential steps (one
+//! cluster start instead of five): the API server answers through the root
+//! namespace's kubeconfig (kube-rs and kubectl with `lab env`), all nodes are
+//! Ready, the tutorial's NodePort flow balances over the pods from the
+//! client, a failed node goes NotReady and comes back, and `down` leaves
+//! nothing behind.
+//!
+//! Needs root and the Go harness (`FERROLB_HARNESS`, built by
+//! `integration/harness/build.sh`); fails with a clear message without them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use ferrolb_integration::lab::{Lab, LabOptions, eventually, kubeapi, teardown};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+
+const APP: &str = "echo-hname";
+const GRACE: Duration = Duration::from_secs(20);
+
+/// `KUBECONFIG` as `lab env` prints it.
+fn kubeconfig_from_lab_env() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lab"))
+        .arg("env")
+        .output()
+        .expect("run lab env");
+    assert!(out.status.success(), "lab env failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("export KUBECONFIG="))
+        .unwrap_or_else(|| panic!("no KUBECONFIG in lab env:\n{text}"));
+    line.trim_matches('\'').to_owned()
+}
+
+fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("kubectl not found in PATH: the e2e tests use it to check `lab env`");
+    assert!(out.status.success(), "kubectl {args:?} failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn running_pods(pods: &Api<Pod>) -> Result<Vec<String>, String> {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={APP}")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let names: Vec<String> = list
+        .items
+        .iter()
+        .filter(|p| {
+            let st = p.status.as_ref();
+            st.and_then(|s| s.phase.as_deref()) == Some("Running")
+                && st.and_then(|s| s.pod_ip.as_ref()).is_some()
+                && st
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    if names.len() == 3 {
+        Ok(names)
+    } else {
+        Err(format!(
+            "{} of {} pods running and ready",
+            names.len(),
+            list.items.len()
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
+    let lab = Lab::up(LabOptions {
+        bare: true,
+        node_monitor_grace_period: GRACE,
+        ..LabOptions::default()
+    })
+    .await
+    .expect("lab up");
+    let client = lab.kube_client().await.expect("kube client");
+
+    // The API server answers from the root namespace, for kube-rs and for
+    // kubectl configured by `lab env`.
+    let version = client.apiserver_version().await.expect("server version");
+    assert!(
+        version.git_version.starts_with("v1."),
+        "unexpected server version {version:?}"
+    );
+    let kubeconfig = kubeconfig_from_lab_env();
+    assert_eq!(kubeconfig, lab.kubeconfig_path().to_string_lossy());
+    let kv: serde_json::Value =
+        serde_json::from_str(&kubectl(&kubeconfig, &["version", "-o", "json"])).unwrap();
+    assert_eq!(
+        kv["serverVersion"]["gitVersion"].as_str(),
+        Some(version.git_version.as_str()),
+        "kubectl sees another server: {kv}"
+    );
+
+    // Every node registered and Ready.
+    let ready = kubeapi::node_readiness(&client).await.unwrap();
+    let want: BTreeMap<String, bool> = lab
+        .topology()
+        .nodes()
+        .map(|n| (n.name.clone(), true))
+        .collect();
+    assert_eq!(ready, want);
+
+    // Tutorial: deployment, scale to 3, NodePort service.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": APP, "labels": {"app": APP}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": APP}},
+            "template": {
+                "metadata": {"labels": {"app": APP}},
+                "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}
+            }
+        }
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+    deployments
+        .patch(
+            APP,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scale deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod_names: BTreeSet<String> =
+        eventually("3 echo pods running", Duration::from_secs(120), || {
+            running_pods(&pods)
+        })
+        .await
+        .expect("pods")
+        .into_iter()
+        .collect();
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": APP},
+        "spec": {
+            "type": "NodePort",
+            "selector": {"app": APP},
+            "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]
+        }
+    }))
+    .unwrap();
+    let service = services
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create service");
+    let node_port = service.spec.unwrap().ports.unwrap()[0]
+        .node_port
+        .expect("a NodePort");
+
+    // The client reaches the service on every node and is balanced over
+    // the pods.
+    let mut seen_anywhere = BTreeSet::new();
+    for node in lab.topology().nodes() {
+        let url = format!("http://{}:{node_port}/", node.ipv4);
+        // kube-proxy programs the rules shortly after the Service appears.
+        eventually(
+            &format!("{url} answers"),
+            Duration::from_secs(60),
+            || async {
+                lab.curl("client", &url, Duration::from_secs(2))
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await
+        .expect("NodePort answers");
+        let mut seen = BTreeSet::new();
+        for _ in 0..15 {
+            let body = lab
+                .curl("client", &url, Duration::from_secs(2))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let name = body.trim().to_owned();
+            assert!(
+                pod_names.contains(&name),
+                "{url} answered {body:?}, not a pod name of {pod_names:?}"
+            );
+            seen.insert(name);
+        }
+        assert!(
+            seen.len() >= 2,
+            "{url} always answered from {seen:?}: no balancing"
+        );
+        seen_anywhere.extend(seen);
+    }
+    assert_eq!(
+        seen_anywhere, pod_names,
+        "some pods never answered through a NodePort"
+    );
+
+    // A failed node goes NotReady after the grace period and stops
+    // answering; recovered, it is Ready again.
+    let victim = "w3-k8s";
+    let victim_url = format!(
+        "http://{}:{node_port}/",
+        lab.topology().node(victim).unwrap().ipv4
+    );
+    lab.node_fail(victim).expect("node-fail");
+    assert!(
+        lab.curl("client", &victim_url, Duration::from_secs(2))
+            .is_err(),
+        "a failed node still serves its NodePort"
+    );
+    lab.wait_node_ready(victim, false, GRACE + Duration::from_secs(60))
+        .await
+        .expect("failed node becomes NotReady");
+    lab.node_recover(victim).expect("node-recover");
+    lab.wait_node_ready(victim, true, Duration::from_secs(90))
+        .await
+        .expect("recovered node becomes Ready");
+    eventually(
+        "recovered node serves its NodePort",
+        Duration::from_secs(60),
+        || async {
+            lab.curl("client", &victim_url, Duration::from_secs(2))
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await
+    .expect("NodePort on the recovered node");
+
+    // Down removes namespaces, links, processes, mounts and state.
+    drop(client);
+    let paths = lab.paths().clone();
+    lab.down().expect("down");
+    let left = teardown::leftovers(&paths);
+    assert!(left.is_empty(), "down left: {left:#?}");
+}
