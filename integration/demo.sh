@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# ferrolb demo: brings the lab up (a Kubernetes cluster in network
+# namespaces: m-k8s, w1..w3-k8s and a client on one layer-2 segment), replays
+# the NodePort tutorial, then the MetalLB-style LoadBalancer part with
+# ferrolb when its binaries are built. Always tears the lab down on exit.
+# Needs root. Run it as `make demo` (which builds everything first).
+set -euo pipefail
+here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
+repo="$(dirname "$here")"
+target="${CARGO_TARGET_DIR:-$repo/target}"
+LAB="$here/lab"
+
+bold() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
+now() { date +%s.%N; }
+# Everything the client sends stays on the lab's segment.
+client_curl() { ip netns exec flb-client curl -s --noproxy '*' "$@"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo: needs root (network namespaces); run 'sudo make demo'" >&2
+  exit 1
+fi
+command -v kubectl >/dev/null || { echo "demo: kubectl is not installed" >&2; exit 1; }
+
+cleanup() {
+  local rc=$?
+  bold "tearing the lab down"
+  "$LAB" down || rc=1
+  exit "$rc"
+}
+trap cleanup EXIT
+
+bold "bringing the lab up (3 workers)"
+"$LAB" up --workers 3
+eval "$("$LAB" env)"
+LABBIN="$target/debug/lab"
+show kubectl get nodes -o wide
+
+bold "tutorial: echo-hname deployment, scaled to 3, exposed as a NodePort"
+show kubectl create deployment echo-hname --image=sysnet4admin/echo-hname
+show kubectl scale deployment echo-hname --replicas=3
+show kubectl rollout status deployment/echo-hname --timeout=120s
+show kubectl get pods -o wide
+show kubectl expose deployment echo-hname --type=NodePort --name=np-svc --port=80
+show kubectl get services np-svc
+nodeport=$(kubectl get service np-svc -o jsonpath='{.spec.ports[0].nodePort}')
+
+bold "the client (192.0.2.200, outside the cluster) calls every node's NodePort $nodeport"
+for ip in $FLB_NODE_IPS; do
+  # kube-proxy programs the rules a moment after the Service appears.
+  for _ in $(seq 1 60); do client_curl --max-time 1 "http://$ip:$nodeport/" >/dev/null && break; sleep 0.5; done
+  printf '%-15s ->' "$ip"
+  for _ in 1 2 3 4 5 6; do printf ' %s' "$(client_curl --max-time 2 "http://$ip:$nodeport/" || echo FAIL)"; done
+  echo
+done
+
+controller=""; speaker=""
+for profile in release debug; do
+  [ -z "$controller" ] && [ -x "$target/$profile/ferrolb-controller" ] && controller="$target/$profile/ferrolb-controller"
+  [ -z "$speaker" ] && [ -x "$target/$profile/ferrolb-speaker" ] && speaker="$target/$profile/ferrolb-speaker"
+done
+if [ -z "$controller" ] || [ -z "$speaker" ]; then
+  bold "MetalLB part: SKIPPED"
+  missing=""
+  [ -z "$controller" ] && missing+=" ferrolb-controller"
+  [ -z "$speaker" ] && missing+=" ferrolb-speaker"
+  echo "ferrolb's binaries are not built; missing:$missing"
+  echo "(looked in $target/release and $target/debug; 'make demo' builds them with 'cargo build --release --workspace --bins')."
+  exit 0
+fi
+
+bold "MetalLB part: ferrolb runs in the lab (controller in m-k8s, a speaker per node)"
+show "$LABBIN" status
+show kubectl create namespace metallb-system
+kubectl apply -f - <<'EOF'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  namespace: metallb-system
+  name: config
+data:
+  config: |
+    address-pools:
+    - name: default
+      protocol: layer2
+      addresses:
+      - 198.51.100.11-198.51.100.13
+EOF
+show kubectl -n metallb-system get configmap config -o yaml
+show kubectl expose deployment echo-hname --type=LoadBalancer --name=lb-svc --port=80
+lbip=""
+for _ in $(seq 1 120); do
+  lbip=$(kubectl get service lb-svc -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
+  [ -n "$lbip" ] && break
+  sleep 0.5
+done
+show kubectl get services lb-svc
+if [ -z "$lbip" ]; then
+  echo "demo: lb-svc got no EXTERNAL-IP within 60s (see $FLB_LAB_DIR/logs/controller.log)" >&2
+  exit 1
+fi
+
+bold "the client calls the EXTERNAL-IP $lbip"
+for _ in $(seq 1 40); do client_curl --max-time 1 "http://$lbip/" >/dev/null && break; sleep 0.5; done
+for _ in 1 2 3 4 5 6; do printf ' %s' "$(client_curl --max-time 2 "http://$lbip/" || echo FAIL)"; done
+echo
+
+# Which node answers ARP for the address: the client's neighbour entry.
+mac=$(ip -n flb-client neigh show to "$lbip" dev eth0 | awk '{for (i=1;i<NF;i++) if ($i=="lladdr") print $(i+1)}')
+owner=""
+for n in $FLB_NODES; do
+  [ "$(ip -n "flb-$n" -o link show eth0 | awk '{for (i=1;i<NF;i++) if ($i=="link/ether") print $(i+1)}')" = "$mac" ] && owner=$n
+done
+echo "client's ARP entry: $lbip is at $mac (node ${owner:-unknown})"
+if [ -z "$owner" ] || [ "$owner" = m-k8s ]; then
+  echo "the announcing node is ${owner:-unknown}: the lab does not fail the control plane, so no failover is shown"
+  exit 0
+fi
+
+bold "failing $owner (its link goes down, all its processes are killed)"
+t0=$(now)
+"$LABBIN" node-fail "$owner"
+ok=""
+deadline=$((SECONDS + 60))
+while [ $SECONDS -lt $deadline ]; do
+  if client_curl --max-time 0.5 "http://$lbip/" >/dev/null; then ok=1; break; fi
+  sleep 0.1
+done
+t1=$(now)
+if [ -z "$ok" ]; then
+  echo "demo: $lbip did not answer within 60s after the failure of $owner" >&2
+  exit 1
+fi
+mac2=$(ip -n flb-client neigh show to "$lbip" dev eth0 | awk '{for (i=1;i<NF;i++) if ($i=="lladdr") print $(i+1)}')
+printf 'interruption: %ss until the first answer; %s is now at %s\n' \
+  "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" "$lbip" "$mac2"
+fails=0
+for _ in $(seq 1 20); do client_curl --max-time 1 "http://$lbip/" >/dev/null || fails=$((fails + 1)); done
+echo "next 20 requests: $((20 - fails)) answered, $fails failed (pods on $owner stay endpoints until it is NotReady)"
+
+bold "recovering $owner"
+"$LABBIN" node-recover "$owner"
+show kubectl get nodes
