@@ -14,7 +14,7 @@ use std::fmt::Display;
 use std::net::IpAddr;
 
 use super::types::Addr;
-use super::{AllocError, ConfigError, Family, Pool, Sharing, Stats, validate};
+use super::{AllocError, ConfigError, Family, Pool, ShareConflict, Sharing, Stats, validate};
 
 /// Naive allocator; see the module docs.
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ impl<K: Ord + Clone + Display> LinearAllocator<K> {
                     continue;
                 }
                 let addr = Addr::new(family, v);
-                if self.refusal(addr, &key, &sharing).is_none() {
+                if self.blocker(addr, &key, &sharing).is_none() {
                     self.add_holder(addr, key, sharing);
                     return Ok(addr.ip());
                 }
@@ -137,8 +137,12 @@ impl<K: Ord + Clone + Display> LinearAllocator<K> {
                 pool: p.name.clone(),
             });
         }
-        if let Some(err) = self.refusal(addr, &key, &sharing) {
-            return Err(err);
+        if let Some((holder, reason)) = self.blocker(addr, &key, &sharing) {
+            return Err(AllocError::InUse {
+                ip,
+                holder: holder.to_string(),
+                reason,
+            });
         }
         self.add_holder(addr, key, sharing);
         Ok(())
@@ -214,20 +218,14 @@ impl<K: Ord + Clone + Display> LinearAllocator<K> {
             .is_some_and(|i| !(self.pools[i].avoid_buggy_ips && addr.is_buggy()))
     }
 
-    /// Why `key` cannot hold `addr` with `sharing`, if it cannot.
-    fn refusal(&self, addr: Addr, key: &K, sharing: &Sharing) -> Option<AllocError> {
+    /// The first holder of `addr` that refuses `key` with `sharing`. Kept
+    /// free of allocation, as the scan calls it once per address probed.
+    fn blocker(&self, addr: Addr, key: &K, sharing: &Sharing) -> Option<(&K, ShareConflict)> {
         self.held.get(&addr)?.iter().find_map(|(k, s)| {
             if k == key {
                 return None;
             }
-            sharing
-                .check_compatible(s)
-                .err()
-                .map(|reason| AllocError::InUse {
-                    ip: addr.ip(),
-                    holder: k.to_string(),
-                    reason,
-                })
+            sharing.check_compatible(s).err().map(|reason| (k, reason))
         })
     }
 

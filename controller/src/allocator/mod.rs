@@ -457,8 +457,8 @@ impl<K: Ord + Clone + Display> Allocator<K> {
                     Some(slot) => slot.1 = sharing,
                     None => entry.holders.push((key, sharing)),
                 }
-                // Only a sole holder can change the key (others would have
-                // conflicted), but re-indexing unconditionally is simpler.
+                // Only a sole holder can change the key: co-holders would
+                // have refused a different one.
                 if old_share_key != new_share_key {
                     if let Some(old) = old_share_key {
                         remove_from_index(&mut self.by_share_key, &old, addr);
@@ -526,12 +526,10 @@ fn conflict<'a, K: PartialEq>(
         .find_map(|(k, s)| sharing.check_compatible(s).err().map(|c| (k, c)))
 }
 
-fn remove_from_index<I: Ord, Q: Ord + ?Sized>(
-    index: &mut BTreeMap<I, BTreeSet<Addr>>,
-    key: &Q,
-    addr: Addr,
-) where
-    I: std::borrow::Borrow<Q>,
+fn remove_from_index<I, Q>(index: &mut BTreeMap<I, BTreeSet<Addr>>, key: &Q, addr: Addr)
+where
+    I: Ord + std::borrow::Borrow<Q>,
+    Q: Ord + ?Sized,
 {
     if let Some(set) = index.get_mut(key) {
         set.remove(&addr);

@@ -508,7 +508,7 @@ fn memory_tracks_held_addresses_not_pool_size() {
     for i in 0..1000u32 {
         // Every other address, so each allocation splits an interval.
         let addr = IpAddr::from(std::net::Ipv6Addr::from(
-            (0x2001_0db8u128 << 96) | u128::from(i) * 2,
+            (0x2001_0db8u128 << 96) | (u128::from(i) * 2),
         ));
         a.assign(None, addr, format!("s{i}"), Sharing::exclusive())
             .unwrap();
