@@ -1,0 +1,350 @@
+//! YAML text to [`Sources`]: multi-document files mixing the legacy ConfigMap and CRD
+//! objects (also `kind: List`, as `kubectl get -o yaml` writes), and API objects as the
+//! controller receives them.
+//!
+//! Two kinds of failure are kept apart because callers treat them differently:
+//! [`LoadError::Syntax`] (not YAML, or not the shape of any object: the file is unusable)
+//! and configuration errors found while reading a well-formed object (wrong field types,
+//! unknown fields), which are [`ConfigError`]s like every validation error.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use kube_core::CustomResourceExt;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::crd;
+use crate::error::{ConfigError, ObjectRef};
+use crate::legacy::{self, LegacyConfig};
+use crate::model::Sources;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The text is not YAML at all.
+    #[error("line {line}: {message}")]
+    Syntax { line: usize, message: String },
+}
+
+/// What a text held.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub sources: Sources,
+    /// Problems with individual objects (their other objects still load).
+    pub errors: Vec<ConfigError>,
+    /// Objects that are not configuration, skipped (e.g. a Namespace in the same file).
+    pub skipped: Vec<String>,
+}
+
+/// Splits a YAML stream at document markers, keeping each document's first line number.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut cur = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let is_marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if is_marker {
+            docs.push((start, std::mem::take(&mut cur)));
+            start = i + 2;
+            // Content after the marker on the same line belongs to the new document.
+            let rest = line[3..].trim();
+            if !rest.is_empty() && !rest.starts_with('#') {
+                cur.push_str(rest);
+                cur.push('\n');
+                start = i + 1;
+            }
+            continue;
+        }
+        if line == "..." {
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+    }
+    docs.push((start, cur));
+    docs
+}
+
+/// Parses every document of a YAML text.
+pub fn from_yaml(text: &str) -> Result<Loaded, LoadError> {
+    let mut out = Loaded::default();
+    for (first_line, doc) in documents(text) {
+        let value: Value = match serde_norway::from_str::<Option<Value>>(&doc) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(e) => {
+                let line = e
+                    .location()
+                    .map_or(first_line, |l| first_line + l.line() - 1);
+                return Err(LoadError::Syntax {
+                    line,
+                    message: strip_location(&e.to_string()),
+                });
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        add_object(value, &mut out).map_err(|message| LoadError::Syntax {
+            line: first_line,
+            message,
+        })?;
+    }
+    Ok(out)
+}
+
+fn strip_location(s: &str) -> String {
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// Adds one API object (already parsed) to `out`. An `Err` means the value is not an
+/// object with `apiVersion` and `kind`.
+pub fn add_object(value: Value, out: &mut Loaded) -> Result<(), String> {
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or("document has no apiVersion: not a Kubernetes object")?
+        .to_string();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("document has no kind: not a Kubernetes object")?
+        .to_string();
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_string();
+    let object = ObjectRef::resource(&kind, &name);
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "List") => {
+            let items = value
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for item in items {
+                add_object(item, out)?;
+            }
+        }
+        ("v1", "ConfigMap") => {
+            let ns = value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(legacy::DEFAULT_NAMESPACE);
+            let cm = format!("{ns}/{name}");
+            match value
+                .pointer(&format!("/data/{}", legacy::DATA_KEY))
+                .and_then(Value::as_str)
+            {
+                None => out.errors.push(ConfigError {
+                    object: ObjectRef::ConfigMap { configmap: cm },
+                    field: format!("data.{}", legacy::DATA_KEY),
+                    message: "missing: the legacy configuration lives under this key".into(),
+                }),
+                Some(text) => match parse_legacy(text) {
+                    Ok(lc) => out.sources.legacy.push((cm, lc)),
+                    Err((field, message)) => out.errors.push(ConfigError {
+                        object: ObjectRef::ConfigMap { configmap: cm },
+                        field,
+                        message,
+                    }),
+                },
+            }
+        }
+        (v, k) if v.starts_with(crd::GROUP) => {
+            let version = v.split_once('/').map_or("", |(_, ver)| ver);
+            let (errors, sources) = (&mut out.errors, &mut out.sources);
+            match (k, version) {
+                ("IPAddressPool", "v1beta1") => sources.pools.extend(typed(value, &object, errors)),
+                ("L2Advertisement", "v1beta1") => {
+                    sources.l2_advertisements.extend(typed(value, &object, errors))
+                }
+                ("BGPAdvertisement", "v1beta1") => {
+                    sources.bgp_advertisements.extend(typed(value, &object, errors))
+                }
+                ("BGPPeer", "v1beta2") => sources.bgp_peers.extend(typed(value, &object, errors)),
+                ("Community", "v1beta1") => sources.communities.extend(typed(value, &object, errors)),
+                ("BFDProfile", "v1beta1") => sources.bfd_profiles.extend(typed(value, &object, errors)),
+                ("ServiceL2Status", "v1beta1") => {
+                    out.skipped.push(format!("{kind}/{name} (status, not configuration)"))
+                }
+                _ => errors.push(ConfigError {
+                    object: object.clone(),
+                    field: "apiVersion".into(),
+                    message: format!(
+                        "{api_version} {kind} is not a configuration object ferrolb knows (IPAddressPool, L2Advertisement, BGPAdvertisement, Community, BFDProfile: metallb.io/v1beta1; BGPPeer: metallb.io/v1beta2)"
+                    ),
+                }),
+            }
+        }
+        _ => out.skipped.push(format!("{kind}/{name} ({api_version})")),
+    }
+    Ok(())
+}
+
+/// Parses the legacy ConfigMap's `config` text. `Err((field, message))`.
+pub fn parse_legacy(text: &str) -> Result<LegacyConfig, (String, String)> {
+    let de = serde_norway::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, Option<LegacyConfig>>(de) {
+        Ok(v) => Ok(v.unwrap_or_default()),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .location()
+                .map(|l| format!(" (line {} of data.config)", l.line()))
+                .unwrap_or_default();
+            let field = if path == "." || path.is_empty() {
+                legacy::DATA_KEY.to_string()
+            } else {
+                path
+            };
+            Err((
+                field,
+                format!("{}{line}", strip_location(&inner.to_string())),
+            ))
+        }
+    }
+}
+
+/// Deserializes a typed object, reporting type errors and unknown fields with their path.
+fn typed<T: DeserializeOwned + CustomResourceExt>(
+    mut value: Value,
+    object: &ObjectRef,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    // An absent spec means an empty one (an L2Advertisement with no spec advertises
+    // every pool); required fields inside it are still reported as missing.
+    if let Some(map) = value.as_object_mut() {
+        map.entry("spec")
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    // The API server prunes fields its schema does not know; a file does not, and an
+    // unknown field there is nearly always a typo that would silently change nothing.
+    let crd = T::crd();
+    if let Some(schema) = crd
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| s.properties.as_ref())
+        .and_then(|p| p.get("spec"))
+    {
+        for path in unknown_fields(value.get("spec"), schema, "spec") {
+            errors.push(ConfigError {
+                object: object.clone(),
+                field: path,
+                message: "unknown field".into(),
+            });
+        }
+    }
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(ConfigError {
+                object: object.clone(),
+                field: e.path().to_string(),
+                message: e.into_inner().to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// Paths in `value` that `schema` does not declare, as the API server would prune them.
+fn unknown_fields(value: Option<&Value>, schema: &JSONSchemaProps, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if schema.x_kubernetes_preserve_unknown_fields == Some(true) {
+        return out;
+    }
+    match value {
+        Some(Value::Object(map)) => {
+            let additional = match &schema.additional_properties {
+                Some(JSONSchemaPropsOrBool::Schema(s)) => Some(&**s),
+                _ => None,
+            };
+            for (k, v) in map {
+                let p = format!("{path}.{k}");
+                match schema
+                    .properties
+                    .as_ref()
+                    .and_then(|props| props.get(k))
+                    .or(additional)
+                {
+                    Some(sub) => out.extend(unknown_fields(Some(v), sub, &p)),
+                    None if schema.additional_properties.is_some() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        Some(Value::Array(items)) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(sub)) = &schema.items {
+                for (i, v) in items.iter().enumerate() {
+                    out.extend(unknown_fields(Some(v), sub, &format!("{path}[{i}]")));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_with_line_numbers() {
+        let docs = documents("a: 1\n---\nb: 2\nc: 3\n--- # comment\nd: 4\n");
+        let starts: Vec<usize> = docs.iter().map(|d| d.0).collect();
+        assert_eq!(starts, [1, 3, 6]);
+    }
+
+    #[test]
+    fn syntax_error_has_the_file_line() {
+        let text = "apiVersion: v1\nkind: List\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nspec: [unclosed\n";
+        match from_yaml(text) {
+            Err(LoadError::Syntax { line, .. }) => assert!((6..=7).contains(&line), "{line}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn type_errors_and_unknown_fields_name_the_field() {
+        let text = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec:\n  addresses: [198.51.100.0/24]\n  autoassign: false\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: q}\nspec:\n  addresses: [198.51.101.0/24]\n  autoAssign: nope\n";
+        let l = from_yaml(text).unwrap();
+        let msgs: Vec<String> = l.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(l.sources.pools.len(), 1);
+        assert!(
+            msgs[0].starts_with("IPAddressPool/p: spec.autoassign: unknown field"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].starts_with("IPAddressPool/q: spec.autoAssign: invalid type"),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn legacy_type_error_names_field_and_line() {
+        let err = parse_legacy("address-pools:\n- name: a\n  protocol: layer2\n  addresses: [198.51.100.1/32]\n  auto-assign: maybe\n").unwrap_err();
+        assert_eq!(err.0, "address-pools[0].auto-assign");
+        assert!(err.1.contains("line 5"), "{err:?}");
+        let err = parse_legacy("address-pools:\n- name: a\n  protocl: layer2\n").unwrap_err();
+        assert!(err.1.contains("unknown field `protocl`"), "{err:?}");
+    }
+
+    #[test]
+    fn lists_and_foreign_objects() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: metallb.io/v1beta1\n  kind: L2Advertisement\n  metadata: {name: l2}\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: metallb-system}\n";
+        let l = from_yaml(text).unwrap();
+        assert_eq!(l.sources.l2_advertisements.len(), 1);
+        assert_eq!(l.skipped, ["Namespace/metallb-system (v1)"]);
+        assert!(l.errors.is_empty());
+    }
+}
