@@ -4,3 +4,4 @@
 //! the kube-facing reconcilers are built on top of it.
 
 pub mod allocator;
+pub mod engine;

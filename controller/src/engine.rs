@@ -1,0 +1,668 @@
+//! The controller's decisions, with no Kubernetes client: which addresses a Service
+//! should have, given the configuration and everything already allocated.
+//!
+//! The Kubernetes layer turns Services into [`ServiceView`]s, calls [`Engine::sync`] and
+//! writes back what the returned [`Decision`] says. Everything here is deterministic and
+//! tested with plain `#[test]`s.
+//!
+//! Stability rules (ferrolb keeps addresses where MetalLB would sometimes move them):
+//! - an address stays with its Service as long as it is inside some pool and the Service
+//!   does not ask for something else (another address, another pool, other families);
+//! - a request that cannot be met (bad annotation, address in use, pool exhausted) leaves
+//!   the current addresses in place and reports why;
+//! - after a restart, [`Engine::restore`] re-registers every address found in Service
+//!   status, oldest Service first, before anything new is allocated.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ferrolb_config::annotations::{self, ServiceAnnotations};
+use ferrolb_config::model::Pool as ConfigPool;
+use ferrolb_config::{Config, Family};
+
+use crate::allocator::{self, AllocError, Allocator, Proto, Sharing};
+
+/// `namespace/name` of a Service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FamilyPolicy {
+    #[default]
+    SingleStack,
+    PreferDualStack,
+    RequireDualStack,
+}
+
+/// What the engine needs to know about a Service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceView {
+    pub key: ServiceKey,
+    pub is_load_balancer: bool,
+    pub load_balancer_class: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The deprecated `spec.loadBalancerIP`.
+    pub spec_load_balancer_ip: Option<String>,
+    /// `spec.ipFamilies` in order (primary first); empty means IPv4.
+    pub ip_families: Vec<Family>,
+    pub family_policy: FamilyPolicy,
+    pub ports: BTreeSet<(Proto, u16)>,
+    pub external_traffic_local: bool,
+    pub selector: BTreeMap<String, String>,
+    /// Addresses currently in `status.loadBalancer.ingress`.
+    pub status_ips: Vec<IpAddr>,
+    /// Creation time as sortable text (RFC 3339), for restore order.
+    pub created: String,
+}
+
+/// What to do with a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Not ours (other loadBalancerClass): leave it alone.
+    Ignore,
+    /// Not (or no longer) a LoadBalancer Service: addresses released; clear the status
+    /// if it still shows them.
+    Clear { released: Vec<IpAddr> },
+    /// The Service should show exactly these addresses, from this pool.
+    Assign {
+        ips: Vec<IpAddr>,
+        pool: String,
+        /// Whether the addresses differ from what the Service had before this call.
+        changed: bool,
+        warnings: Vec<String>,
+    },
+    /// The request cannot be met. `kept` are the addresses it keeps (possibly none).
+    Fail {
+        reason: FailReason,
+        message: String,
+        kept: Vec<IpAddr>,
+        pool: Option<String>,
+    },
+}
+
+/// Why an allocation failed, for events and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailReason {
+    BadAnnotation,
+    BadRequest,
+    UnknownPool,
+    InUse,
+    Exhausted,
+    NoPool,
+    NoConfig,
+}
+
+impl FailReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::BadAnnotation => "bad-annotation",
+            FailReason::BadRequest => "bad-request",
+            FailReason::UnknownPool => "unknown-pool",
+            FailReason::InUse => "in-use",
+            FailReason::Exhausted => "exhausted",
+            FailReason::NoPool => "no-pool",
+            FailReason::NoConfig => "no-config",
+        }
+    }
+}
+
+/// What a Service asks for, parsed and checked.
+#[derive(Debug)]
+struct Request {
+    ips: Vec<IpAddr>,
+    pool: Option<String>,
+    sharing: Sharing,
+    warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    config: Option<Config>,
+    alloc: Allocator<ServiceKey>,
+    lb_class: Option<String>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Config pools to allocator pools.
+fn allocator_pools(cfg: &Config) -> Vec<allocator::Pool> {
+    cfg.pools
+        .values()
+        .map(|p| {
+            let ranges = p
+                .ranges
+                .iter()
+                .map(|r| {
+                    allocator::IpRange::new(r.start(), r.end())
+                        .expect("validated ranges are ordered and of one family")
+                })
+                .collect();
+            allocator::Pool::new(p.name.clone(), ranges, p.avoid_buggy_ips)
+        })
+        .collect()
+}
+
+fn alloc_family(f: Family) -> allocator::Family {
+    match f {
+        Family::V4 => allocator::Family::V4,
+        Family::V6 => allocator::Family::V6,
+    }
+}
+
+impl Engine {
+    /// An engine for Services of `lb_class` (none: Services without a class).
+    pub fn new(lb_class: Option<String>) -> Self {
+        Self {
+            config: None,
+            alloc: Allocator::new(vec![]).expect("an empty configuration is valid"),
+            lb_class,
+            namespaces: BTreeMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> Option<&Config> {
+        self.config.as_ref()
+    }
+
+    pub fn allocator(&self) -> &Allocator<ServiceKey> {
+        &self.alloc
+    }
+
+    /// Installs a validated configuration. Addresses still inside a pool stay; the
+    /// others are released and returned per Service, to be cleared and reallocated.
+    pub fn set_config(&mut self, cfg: Config) -> BTreeMap<ServiceKey, Vec<IpAddr>> {
+        let evicted = self
+            .alloc
+            .set_pools(allocator_pools(&cfg))
+            .expect("Config::build already refused overlapping or duplicate pools");
+        self.config = Some(cfg);
+        evicted
+    }
+
+    pub fn set_namespace_labels(&mut self, ns: &str, labels: BTreeMap<String, String>) {
+        self.namespaces.insert(ns.to_string(), labels);
+    }
+
+    pub fn remove_namespace(&mut self, ns: &str) {
+        self.namespaces.remove(ns);
+    }
+
+    /// Whether this controller handles the Service at all.
+    pub fn is_ours(&self, svc: &ServiceView) -> bool {
+        svc.load_balancer_class == self.lb_class
+    }
+
+    /// Re-registers the addresses that Services already show, before any allocation.
+    /// Oldest Services first, so that if two claim the same address the older keeps it.
+    /// Returns the Services whose status could not be restored, with the reason.
+    pub fn restore(&mut self, svcs: &[ServiceView]) -> Vec<(ServiceKey, String)> {
+        let mut order: Vec<&ServiceView> = svcs
+            .iter()
+            .filter(|s| s.is_load_balancer && self.is_ours(s) && !s.status_ips.is_empty())
+            .collect();
+        order.sort_by(|a, b| a.created.cmp(&b.created).then(a.key.cmp(&b.key)));
+        let mut failed = Vec::new();
+        for s in order {
+            let sharing = self.sharing_of(s);
+            for ip in &s.status_ips {
+                if let Err(e) = self.alloc.assign(None, *ip, s.key.clone(), sharing.clone()) {
+                    failed.push((s.key.clone(), format!("cannot keep {ip}: {e}")));
+                }
+            }
+        }
+        failed
+    }
+
+    /// Releases everything a deleted Service held.
+    pub fn remove(&mut self, key: &ServiceKey) -> Vec<IpAddr> {
+        self.alloc.release(key)
+    }
+
+    fn sharing_of(&self, s: &ServiceView) -> Sharing {
+        let ann = annotations::parse(&s.annotations).unwrap_or_default();
+        sharing(s, &ann)
+    }
+
+    /// Decides the addresses of one Service and updates the allocator accordingly.
+    pub fn sync(&mut self, svc: &ServiceView) -> Decision {
+        if !self.is_ours(svc) {
+            return Decision::Ignore;
+        }
+        let current = self.alloc.addresses_of(&svc.key);
+        if !svc.is_load_balancer {
+            self.alloc.release(&svc.key);
+            return Decision::Clear { released: current };
+        }
+        let Some(cfg) = self.config.clone() else {
+            return Decision::Fail {
+                reason: FailReason::NoConfig,
+                message: "no valid configuration loaded yet".into(),
+                kept: current,
+                pool: None,
+            };
+        };
+        let current_pool = current
+            .first()
+            .and_then(|ip| self.alloc.pool_of(*ip))
+            .map(str::to_string);
+        let fail = |reason, message: String| Decision::Fail {
+            reason,
+            message,
+            kept: current.clone(),
+            pool: current_pool.clone(),
+        };
+        let req = match request(svc) {
+            Ok(r) => r,
+            Err((reason, msg)) => return fail(reason, msg),
+        };
+        if let Some(p) = &req.pool
+            && !cfg.pools.contains_key(p)
+        {
+            return fail(
+                FailReason::UnknownPool,
+                format!("pool {p:?} does not exist"),
+            );
+        }
+
+        // Keep what the Service has when it still fits the request.
+        if let Some(pool) = current_pool.as_deref()
+            && self.still_fits(svc, &req, &current, pool, &cfg)
+        {
+            let mut ips = current.clone();
+            let want = wanted_families(svc, cfg.pools.get(pool));
+            let have: BTreeSet<Family> = ips.iter().map(|ip| Family::of(ip)).collect();
+            // PreferDualStack gains a family that became available.
+            for fam in want.iter().filter(|f| !have.contains(f)) {
+                if let Ok(ip) = self.alloc.allocate_next(
+                    pool,
+                    alloc_family(*fam),
+                    svc.key.clone(),
+                    req.sharing.clone(),
+                ) {
+                    ips.push(ip);
+                }
+            }
+            // Re-register with the current sharing (ports may have changed).
+            for ip in &current {
+                if let Err(e) =
+                    self.alloc
+                        .assign(Some(pool), *ip, svc.key.clone(), req.sharing.clone())
+                {
+                    return fail(FailReason::InUse, e.to_string());
+                }
+            }
+            sort_ips(&mut ips, svc);
+            let changed = ips != current;
+            return Decision::Assign {
+                ips,
+                pool: pool.to_string(),
+                changed,
+                warnings: req.warnings,
+            };
+        }
+
+        // Otherwise allocate afresh; on failure, put the old addresses back.
+        let old: Vec<(IpAddr, Sharing)> = current
+            .iter()
+            .map(|ip| {
+                let sh = self
+                    .alloc
+                    .holders(*ip)
+                    .find(|(k, _)| **k == svc.key)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                (*ip, sh)
+            })
+            .collect();
+        self.alloc.release(&svc.key);
+        match self.allocate(svc, &req, &cfg) {
+            Ok((mut ips, pool)) => {
+                sort_ips(&mut ips, svc);
+                let changed = ips != current;
+                Decision::Assign {
+                    ips,
+                    pool,
+                    changed,
+                    warnings: req.warnings,
+                }
+            }
+            Err((reason, message)) => {
+                for (ip, sh) in old {
+                    // These were just released by this Service, so they are free or
+                    // shared with holders that accepted it before.
+                    let _ = self.alloc.assign(None, ip, svc.key.clone(), sh);
+                }
+                fail(reason, message)
+            }
+        }
+    }
+
+    fn still_fits(
+        &self,
+        svc: &ServiceView,
+        req: &Request,
+        current: &[IpAddr],
+        pool: &str,
+        cfg: &Config,
+    ) -> bool {
+        // Every current address must still be in the same pool.
+        if current
+            .iter()
+            .any(|ip| self.alloc.pool_of(*ip) != Some(pool))
+        {
+            return false;
+        }
+        if let Some(p) = &req.pool
+            && p != pool
+        {
+            return false;
+        }
+        if !req.ips.is_empty() {
+            let a: BTreeSet<_> = req.ips.iter().collect();
+            let b: BTreeSet<_> = current.iter().collect();
+            return a == b;
+        }
+        let have: BTreeSet<Family> = current.iter().map(Family::of).collect();
+        let want = wanted_families(svc, cfg.pools.get(pool));
+        // Every held family must still be wanted, and RequireDualStack needs both.
+        have.is_subset(&want)
+            && !(svc.family_policy == FamilyPolicy::RequireDualStack && have.len() < 2)
+    }
+
+    fn allocate(
+        &mut self,
+        svc: &ServiceView,
+        req: &Request,
+        cfg: &Config,
+    ) -> Result<(Vec<IpAddr>, String), (FailReason, String)> {
+        let key = &svc.key;
+        if !req.ips.is_empty() {
+            let mut got = Vec::new();
+            let mut pool_name = None;
+            for ip in &req.ips {
+                let r =
+                    self.alloc
+                        .assign(req.pool.as_deref(), *ip, key.clone(), req.sharing.clone());
+                if let Err(e) = r {
+                    self.alloc.release(key);
+                    let reason = match e {
+                        AllocError::InUse { .. } => FailReason::InUse,
+                        AllocError::WrongPool { .. } | AllocError::NotInAnyPool(_) => {
+                            FailReason::BadRequest
+                        }
+                        _ => FailReason::BadRequest,
+                    };
+                    return Err((reason, format!("requested address {ip}: {e}")));
+                }
+                got.push(*ip);
+                pool_name = self.alloc.pool_of(*ip).map(str::to_string);
+            }
+            // Two requested addresses from different pools would make the pool
+            // annotation ambiguous; MetalLB refuses this too.
+            let pools: BTreeSet<String> = got
+                .iter()
+                .filter_map(|ip| self.alloc.pool_of(*ip).map(str::to_string))
+                .collect();
+            if pools.len() > 1 {
+                self.alloc.release(key);
+                return Err((
+                    FailReason::BadRequest,
+                    format!("requested addresses come from different pools: {pools:?}"),
+                ));
+            }
+            return Ok((got, pool_name.unwrap_or_default()));
+        }
+
+        let candidates: Vec<&ConfigPool> = match &req.pool {
+            Some(p) => cfg.pools.get(p).into_iter().collect(),
+            None => self.candidate_pools(svc, cfg),
+        };
+        if candidates.is_empty() {
+            return Err((
+                FailReason::NoPool,
+                "no pool with autoAssign enabled serves this Service".into(),
+            ));
+        }
+        let mut last_err = None;
+        for pool in candidates {
+            let want = wanted_families(svc, Some(pool));
+            let needed = required_families(svc);
+            if want.is_empty() || !needed.is_subset(&want) {
+                last_err = Some((
+                    FailReason::NoPool,
+                    format!(
+                        "pool {:?} has no {} addresses",
+                        pool.name,
+                        needed
+                            .difference(&want)
+                            .map(|f| f.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                ));
+                continue;
+            }
+            let mut got = Vec::new();
+            let mut failed = None;
+            for fam in &want {
+                match self.alloc.allocate_next(
+                    &pool.name,
+                    alloc_family(*fam),
+                    key.clone(),
+                    req.sharing.clone(),
+                ) {
+                    Ok(ip) => got.push(ip),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => return Ok((got, pool.name.clone())),
+                Some(e) => {
+                    self.alloc.release(key);
+                    let reason = match e {
+                        AllocError::Exhausted { .. } => FailReason::Exhausted,
+                        _ => FailReason::NoPool,
+                    };
+                    last_err = Some((reason, e.to_string()));
+                }
+            }
+        }
+        Err(last_err.expect("at least one candidate pool was tried"))
+    }
+
+    /// Pools that may serve the Service without being named, in MetalLB's order:
+    /// pools whose serviceAllocation matches it (by priority, lower first; unset
+    /// last), then pools without serviceAllocation; ties by name.
+    fn candidate_pools<'c>(&self, svc: &ServiceView, cfg: &'c Config) -> Vec<&'c ConfigPool> {
+        let ns_labels = self.namespaces.get(&svc.key.namespace);
+        let empty = BTreeMap::new();
+        let ns_labels = ns_labels.unwrap_or(&empty);
+        let mut v: Vec<(&'c ConfigPool, (u8, i64))> = cfg
+            .pools
+            .values()
+            .filter(|p| p.auto_assign)
+            .filter_map(|p| match &p.allocation {
+                None => Some((p, (1, 0))),
+                Some(a) => {
+                    let ns_ok = a.namespaces.is_empty() && a.namespace_selectors.is_empty()
+                        || a.namespaces.contains(&svc.key.namespace)
+                        || a.namespace_selectors.iter().any(|s| s.matches(ns_labels));
+                    let svc_ok = a.service_selectors.is_empty()
+                        || a.service_selectors.iter().any(|s| s.matches(&svc.labels));
+                    (ns_ok && svc_ok).then(|| (p, (0, a.priority.map_or(i64::MAX, i64::from))))
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.name.cmp(&b.0.name)));
+        v.into_iter().map(|(p, _)| p).collect()
+    }
+}
+
+/// Families the Service may hold given a pool: `spec.ipFamilies` (the primary only for
+/// SingleStack) intersected with the families the pool has.
+fn wanted_families(svc: &ServiceView, pool: Option<&ConfigPool>) -> BTreeSet<Family> {
+    let fams = families(svc);
+    let pool_fams = pool.map(ConfigPool::families).unwrap_or_default();
+    let fams: Vec<Family> = match svc.family_policy {
+        FamilyPolicy::SingleStack => fams.into_iter().take(1).collect(),
+        _ => fams,
+    };
+    fams.into_iter().filter(|f| pool_fams.contains(f)).collect()
+}
+
+/// Families a pool must have for the Service.
+fn required_families(svc: &ServiceView) -> BTreeSet<Family> {
+    let fams = families(svc);
+    match svc.family_policy {
+        FamilyPolicy::RequireDualStack => fams.into_iter().collect(),
+        // PreferDualStack is content with any one of its families.
+        FamilyPolicy::PreferDualStack => BTreeSet::new(),
+        FamilyPolicy::SingleStack => fams.into_iter().take(1).collect(),
+    }
+}
+
+fn families(svc: &ServiceView) -> Vec<Family> {
+    if svc.ip_families.is_empty() {
+        vec![Family::V4]
+    } else {
+        svc.ip_families.clone()
+    }
+}
+
+/// Primary family first, as the API lists `ipFamilies`.
+fn sort_ips(ips: &mut [IpAddr], svc: &ServiceView) {
+    let fams = families(svc);
+    ips.sort_by_key(|ip| {
+        (
+            fams.iter()
+                .position(|f| *f == Family::of(ip))
+                .unwrap_or(usize::MAX),
+            *ip,
+        )
+    });
+}
+
+fn sharing(svc: &ServiceView, ann: &ServiceAnnotations) -> Sharing {
+    match &ann.allow_shared_ip {
+        None => Sharing::exclusive(),
+        Some(key) => {
+            // Services sharing an address reach the same nodes, so their traffic
+            // policies must agree; with Local, their pods must be the same set.
+            let compat = if svc.external_traffic_local {
+                let sel: Vec<String> = svc
+                    .selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                format!("Local:{}", sel.join(","))
+            } else {
+                "Cluster".to_string()
+            };
+            Sharing::shared(key.clone(), svc.ports.iter().copied(), compat)
+        }
+    }
+}
+
+fn request(svc: &ServiceView) -> Result<Request, (FailReason, String)> {
+    let ann = annotations::parse(&svc.annotations).map_err(|errs| {
+        (
+            FailReason::BadAnnotation,
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let mut warnings: Vec<String> = ann
+        .deprecated
+        .iter()
+        .map(|k| {
+            format!(
+                "annotation {k} is deprecated: use metallb.io/{}",
+                k.rsplit('/').next().unwrap_or(k)
+            )
+        })
+        .collect();
+    let spec_ip = svc
+        .spec_load_balancer_ip
+        .as_deref()
+        .filter(|s| !s.is_empty());
+    let ips = match (spec_ip, ann.load_balancer_ips.is_empty()) {
+        (Some(_), false) => {
+            return Err((
+                FailReason::BadRequest,
+                "spec.loadBalancerIP and the loadBalancerIPs annotation are both set: use only the annotation".into(),
+            ));
+        }
+        (Some(s), true) => {
+            warnings.push(
+                "spec.loadBalancerIP is deprecated: use the metallb.io/loadBalancerIPs annotation"
+                    .into(),
+            );
+            vec![s.parse::<IpAddr>().map_err(|_| {
+                (
+                    FailReason::BadRequest,
+                    format!("spec.loadBalancerIP {s:?} is not an IP address"),
+                )
+            })?]
+        }
+        (None, _) => ann.load_balancer_ips.clone(),
+    };
+    let allowed = match svc.family_policy {
+        FamilyPolicy::SingleStack => families(svc).into_iter().take(1).collect::<Vec<_>>(),
+        _ => families(svc),
+    };
+    for ip in &ips {
+        if !allowed.contains(&Family::of(ip)) {
+            return Err((
+                FailReason::BadRequest,
+                format!(
+                    "requested address {ip} is {} but the Service's ipFamilies allow {}",
+                    Family::of(ip),
+                    allowed
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    if svc.family_policy == FamilyPolicy::RequireDualStack && !ips.is_empty() && ips.len() < 2 {
+        return Err((
+            FailReason::BadRequest,
+            "RequireDualStack needs one requested address per family".into(),
+        ));
+    }
+    Ok(Request {
+        sharing: sharing(svc, &ann),
+        ips,
+        pool: ann.address_pool,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests;
