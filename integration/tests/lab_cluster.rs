@@ -82,7 +82,7 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
         ..LabOptions::default()
     })
     .await
-    .expect("lab up");
+    .unwrap_or_else(|e| panic!("lab up: {e}"));
     let client = lab.kube_client().await.expect("kube client");
 
     // The API server answers from the root namespace, for kube-rs and for

@@ -58,7 +58,9 @@ fn root_ns_snapshot() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_connects_hosts_and_down_leaves_nothing() {
     let root_before = root_ns_snapshot();
-    let lab = Lab::up(options()).await.expect("lab up");
+    let lab = Lab::up(options())
+        .await
+        .unwrap_or_else(|e| panic!("lab up: {e}"));
     let topo = lab.topology().clone();
     assert_eq!(topo.nodes().count(), 3);
 
@@ -148,7 +150,9 @@ async fn segment_connects_hosts_and_down_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_cleans_up_after_a_crash() {
-    let mut lab = Lab::up(options()).await.expect("lab up");
+    let mut lab = Lab::up(options())
+        .await
+        .unwrap_or_else(|e| panic!("lab up: {e}"));
     let paths: LabPaths = lab.paths().clone();
 
     // A daemon in the root namespace with a child in its session, one in a
@@ -159,6 +163,7 @@ async fn down_cleans_up_after_a_crash() {
         &DaemonSpec {
             name: "crash-root".into(),
             netns: None,
+            net_only: false,
             program: "/bin/sh".into(),
             args: vec!["-c".into(), "sleep 300 & sleep 301; :".into()],
             env: vec![],
@@ -170,6 +175,7 @@ async fn down_cleans_up_after_a_crash() {
         &DaemonSpec {
             name: "crash-node".into(),
             netns: Some("flb-w2-k8s".into()),
+            net_only: true,
             program: "/bin/sleep".into(),
             args: vec!["302".into()],
             env: vec![],

@@ -69,6 +69,7 @@ pub fn control_plane(paths: &LabPaths, topo: &Topology, opts: &LabOptions) -> Da
     DaemonSpec {
         name: CONTROL_PLANE.to_owned(),
         netns: Some(m.netns()),
+        net_only: false,
         program: paths.harness(),
         args,
         env: Vec::new(),
@@ -94,6 +95,7 @@ pub fn forward(paths: &LabPaths) -> DaemonSpec {
     DaemonSpec {
         name: FORWARD.to_owned(),
         netns: None,
+        net_only: false,
         program: paths.harness(),
         args,
         env: Vec::new(),
@@ -121,6 +123,8 @@ pub fn node_agent(paths: &LabPaths, topo: &Topology, node: &Host) -> DaemonSpec 
     DaemonSpec {
         name: node_agent_name(&node.name),
         netns: Some(node.netns()),
+        // It creates the pods' namespaces; they must be visible machine-wide.
+        net_only: true,
         program: paths.harness(),
         args,
         env: Vec::new(),
@@ -144,6 +148,7 @@ pub fn kube_proxy(paths: &LabPaths, topo: &Topology, node: &Host, opts: &LabOpti
     DaemonSpec {
         name: kube_proxy_name(&node.name),
         netns: Some(node.netns()),
+        net_only: false,
         program: paths.harness(),
         args,
         env: Vec::new(),
@@ -173,6 +178,7 @@ pub fn controller(paths: &LabPaths, topo: &Topology, program: &Path) -> DaemonSp
     DaemonSpec {
         name: CONTROLLER.to_owned(),
         netns: Some(m.netns()),
+        net_only: false,
         program: program.to_path_buf(),
         args: os(CONTROLLER_ARGS),
         env: ferrolb_env(paths, m),
@@ -184,6 +190,7 @@ pub fn speaker(paths: &LabPaths, node: &Host, program: &Path) -> DaemonSpec {
     DaemonSpec {
         name: speaker_name(&node.name),
         netns: Some(node.netns()),
+        net_only: false,
         program: program.to_path_buf(),
         args: os(SPEAKER_ARGS),
         env: ferrolb_env(paths, node),

@@ -1,7 +1,8 @@
 //! Daemons of the lab: started detached, found again from pid files and
 //! `/proc`, killed without leaving anything behind.
 //!
-//! A daemon runs as `setsid [ip netns exec NS] PROGRAM ARGS`. Both wrappers
+//! A daemon runs as `setsid [ip netns exec NS | nsenter --net=...] PROGRAM
+//! ARGS`. The wrappers
 //! exec in place, so the pid we spawn is the daemon's pid and also its
 //! session id; everything it forks keeps that session id, which is how
 //! teardown finds the daemon's children even when they sit in no named
@@ -32,6 +33,12 @@ pub struct DaemonSpec {
     pub name: String,
     /// Namespace to run in; `None` for the root namespace.
     pub netns: Option<String>,
+    /// Enter only the network namespace (`nsenter --net`) instead of
+    /// `ip netns exec`, which also gives the daemon a private mount
+    /// namespace. Needed by daemons that create named namespaces themselves
+    /// (`ip netns add`): made in a private mount namespace those would be
+    /// invisible to the rest of the machine, and so to teardown.
+    pub net_only: bool,
     /// Executable.
     pub program: PathBuf,
     /// Arguments.
@@ -47,8 +54,10 @@ impl DaemonSpec {
         for (k, v) in &self.env {
             s.push_str(&format!("{k}={} ", v.to_string_lossy()));
         }
-        if let Some(ns) = &self.netns {
-            s.push_str(&format!("ip netns exec {ns} "));
+        match &self.netns {
+            Some(ns) if self.net_only => s.push_str(&format!("nsenter --net=/run/netns/{ns} -- ")),
+            Some(ns) => s.push_str(&format!("ip netns exec {ns} ")),
+            None => {}
         }
         s.push_str(&self.program.to_string_lossy());
         for a in &self.args {
@@ -82,8 +91,16 @@ pub fn spawn(paths: &LabPaths, spec: &DaemonSpec) -> Result<u32> {
     let stderr = log.try_clone().map_err(io_err)?;
 
     let mut c = Command::new("setsid");
-    if let Some(ns) = &spec.netns {
-        c.args(["ip", "netns", "exec", ns]);
+    match &spec.netns {
+        Some(ns) if spec.net_only => {
+            c.arg("nsenter")
+                .arg(format!("--net=/run/netns/{ns}"))
+                .arg("--");
+        }
+        Some(ns) => {
+            c.args(["ip", "netns", "exec", ns]);
+        }
+        None => {}
     }
     c.arg(&spec.program)
         .args(&spec.args)
@@ -130,13 +147,19 @@ pub struct PidFile {
 impl PidFile {
     /// Whether the recorded process still runs the recorded program.
     pub fn is_running(&self) -> bool {
-        alive(self.pid)
-            && cmdline(self.pid)
-                .map(|argv| {
-                    let want = file_name(&self.program);
-                    argv.iter().any(|a| file_name(Path::new(a)) == want)
-                })
-                .unwrap_or(false)
+        if !alive(self.pid) {
+            return false;
+        }
+        match cmdline(self.pid) {
+            // Empty while the kernel swaps the image during an exec (the
+            // daemon passes through `setsid` and `ip` first): still ours.
+            Some(argv) if argv.is_empty() => true,
+            Some(argv) => {
+                let want = file_name(&self.program);
+                argv.iter().any(|a| file_name(Path::new(a)) == want)
+            }
+            None => false,
+        }
     }
 }
 
