@@ -289,7 +289,7 @@ impl Engine {
         {
             let mut ips = current.clone();
             let want = wanted_families(svc, cfg.pools.get(pool));
-            let have: BTreeSet<Family> = ips.iter().map(|ip| Family::of(ip)).collect();
+            let have: BTreeSet<Family> = ips.iter().map(Family::of).collect();
             // PreferDualStack gains a family that became available.
             for fam in want.iter().filter(|f| !have.contains(f)) {
                 if let Ok(ip) = self.alloc.allocate_next(

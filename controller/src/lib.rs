@@ -5,3 +5,4 @@
 
 pub mod allocator;
 pub mod engine;
+pub mod run;

@@ -1,0 +1,741 @@
+//! The controller's Kubernetes side: watches Services, Namespaces and the configuration,
+//! feeds one [`Engine`] from a single task (so every decision sees one consistent
+//! state), and writes Service status, the pool annotation, events and pool status.
+//!
+//! Order at start: nothing is written until every watch has listed its objects once;
+//! then the configuration is built, every address already in Service status is
+//! restored, and only then are Services allocated. Writes for different Services run
+//! concurrently; writes for one Service stay in order.
+
+pub mod leader;
+pub mod metrics;
+pub mod sources;
+pub mod view;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ferrolb_config::{Config, ConfigError, ObjectRef, annotations, crd};
+use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Service};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, Event as WEvent};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::engine::{Decision, Engine, ServiceKey, ServiceView};
+use metrics::{Metrics, ReasonLabel};
+use sources::ConfigStores;
+
+/// What the controller is configured with.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Namespace of the configuration (ConfigMap and CRDs).
+    pub namespace: String,
+    /// Name of the legacy ConfigMap.
+    pub configmap: String,
+    pub lb_class: Option<String>,
+    pub reporter: String,
+    pub instance: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("a watch stream ended")]
+    StreamEnded,
+}
+
+enum Input {
+    Svc(WEvent<Service>),
+    Ns(WEvent<Namespace>),
+    Cm(WEvent<ConfigMap>),
+    Pool(WEvent<crd::IPAddressPool>),
+    L2(WEvent<crd::L2Advertisement>),
+    BgpAdv(WEvent<crd::BGPAdvertisement>),
+    Peer(WEvent<crd::BGPPeer>),
+    Community(WEvent<crd::Community>),
+    Bfd(WEvent<crd::BFDProfile>),
+}
+
+fn watch_stream<K, F>(api: Api<K>, cfg: watcher::Config, wrap: F) -> BoxStream<'static, Input>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    F: Fn(WEvent<K>) -> Input + Send + 'static,
+{
+    let kind = K::kind(&()).to_string();
+    watcher::watcher(api, cfg)
+        .default_backoff()
+        .filter_map(move |r| {
+            let out = match r {
+                Ok(ev) => Some(wrap(ev)),
+                Err(e) => {
+                    warn!(%kind, error = %e, "watch error, retrying");
+                    None
+                }
+            };
+            futures::future::ready(out)
+        })
+        .boxed()
+}
+
+/// A Service as the loop last saw it.
+#[derive(Debug, Clone)]
+struct Known {
+    view: ServiceView,
+    uid: Option<String>,
+    pool_annotation: Option<String>,
+}
+
+/// A write to one Service.
+#[derive(Debug, Default)]
+struct WriteJob {
+    status: Option<Vec<IpAddr>>,
+    pool_annotation: Option<Option<String>>,
+    events: Vec<(EventType, &'static str, String)>,
+}
+
+struct Loop {
+    client: Client,
+    opts: Options,
+    engine: Engine,
+    stores: ConfigStores,
+    services: BTreeMap<ServiceKey, Known>,
+    svc_buffer: Option<BTreeMap<ServiceKey, Known>>,
+    svc_synced: bool,
+    ns_synced: bool,
+    ns_buffer: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    started: bool,
+    /// Last failure message per Service, so repeated resyncs do not repeat events.
+    last_failure: BTreeMap<ServiceKey, String>,
+    /// Last configuration errors reported, so they are reported once per change.
+    last_config_errors: Vec<ConfigError>,
+    pool_status_written: BTreeMap<String, crd::IPAddressPoolStatus>,
+    pools_dirty: bool,
+    inflight: BTreeMap<ServiceKey, JoinHandle<()>>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+/// Runs until `shutdown` turns true or a watch ends for good.
+pub async fn run(
+    client: Client,
+    opts: Options,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let ns = opts.namespace.clone();
+    let cfgw = watcher::Config::default();
+    let mut inputs: SelectAll<BoxStream<'static, Input>> = SelectAll::new();
+    inputs.push(watch_stream(
+        Api::<Service>::all(client.clone()),
+        cfgw.clone(),
+        Input::Svc,
+    ));
+    inputs.push(watch_stream(
+        Api::<Namespace>::all(client.clone()),
+        cfgw.clone(),
+        Input::Ns,
+    ));
+    inputs.push(watch_stream(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        watcher::Config::default().fields(&format!("metadata.name={}", opts.configmap)),
+        Input::Cm,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw.clone(),
+        Input::Pool,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw.clone(),
+        Input::L2,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw.clone(),
+        Input::BgpAdv,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw.clone(),
+        Input::Peer,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw.clone(),
+        Input::Community,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw,
+        Input::Bfd,
+    ));
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: opts.reporter.clone(),
+            instance: Some(opts.instance.clone()),
+        },
+    );
+    let mut lp = Loop {
+        engine: Engine::new(opts.lb_class.clone()),
+        client,
+        opts,
+        stores: ConfigStores::default(),
+        services: BTreeMap::new(),
+        svc_buffer: None,
+        svc_synced: false,
+        ns_synced: false,
+        ns_buffer: None,
+        started: false,
+        last_failure: BTreeMap::new(),
+        last_config_errors: Vec::new(),
+        pool_status_written: BTreeMap::new(),
+        pools_dirty: false,
+        inflight: BTreeMap::new(),
+        recorder,
+        metrics,
+        ready,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            _ = tick.tick() => lp.on_tick().await,
+            input = inputs.next() => match input {
+                Some(i) => lp.on_input(i),
+                None => return Err(RunError::StreamEnded),
+            },
+        }
+    }
+    // Let writes already decided reach the API before exiting.
+    for (_, h) in std::mem::take(&mut lp.inflight) {
+        let _ = h.await;
+    }
+    Ok(())
+}
+
+impl Loop {
+    fn on_input(&mut self, input: Input) {
+        self.metrics.updates.inc();
+        let config_changed = match input {
+            Input::Svc(ev) => {
+                self.on_service(ev);
+                false
+            }
+            Input::Ns(ev) => {
+                self.on_namespace(ev);
+                false
+            }
+            Input::Cm(ev) => self.stores.configmaps.apply(ev),
+            Input::Pool(ev) => self.stores.pools.apply(ev),
+            Input::L2(ev) => self.stores.l2.apply(ev),
+            Input::BgpAdv(ev) => self.stores.bgp_adv.apply(ev),
+            Input::Peer(ev) => self.stores.peers.apply(ev),
+            Input::Community(ev) => self.stores.communities.apply(ev),
+            Input::Bfd(ev) => self.stores.bfd.apply(ev),
+        };
+        if !self.started {
+            if self.svc_synced && self.ns_synced && self.stores.synced() {
+                self.start();
+            }
+            return;
+        }
+        if config_changed {
+            self.reload_config();
+        }
+    }
+
+    fn start(&mut self) {
+        self.started = true;
+        self.reload_config_quiet();
+        let views: Vec<ServiceView> = self.services.values().map(|k| k.view.clone()).collect();
+        for (key, why) in self.engine.restore(&views) {
+            warn!(service = %key, reason = %why, "address in status not restored");
+        }
+        info!(services = views.len(), "initial state restored, allocating");
+        let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+        for k in keys {
+            self.sync(&k);
+        }
+        self.ready.store(true, Ordering::Relaxed);
+        self.metrics.observe(&self.engine);
+    }
+
+    fn on_namespace(&mut self, ev: WEvent<Namespace>) {
+        let mut changed_ns = Vec::new();
+        match ev {
+            WEvent::Init => self.ns_buffer = Some(BTreeMap::new()),
+            WEvent::InitApply(n) => {
+                self.ns_buffer
+                    .get_or_insert_default()
+                    .insert(n.name_any(), n.labels().clone());
+            }
+            WEvent::InitDone => {
+                for (name, labels) in self.ns_buffer.take().unwrap_or_default() {
+                    self.engine.set_namespace_labels(&name, labels);
+                    changed_ns.push(name);
+                }
+                self.ns_synced = true;
+            }
+            WEvent::Apply(n) => {
+                self.engine
+                    .set_namespace_labels(&n.name_any(), n.labels().clone());
+                changed_ns.push(n.name_any());
+            }
+            WEvent::Delete(n) => self.engine.remove_namespace(&n.name_any()),
+        }
+        if self.started {
+            // Namespace selectors may now match: retry Services there that have nothing.
+            let keys: Vec<ServiceKey> = self
+                .services
+                .keys()
+                .filter(|k| changed_ns.contains(&k.namespace))
+                .filter(|k| self.engine.allocator().addresses_of(k).is_empty())
+                .cloned()
+                .collect();
+            for k in keys {
+                self.sync(&k);
+            }
+        }
+    }
+
+    fn known(svc: &Service) -> Known {
+        Known {
+            view: view::view(svc),
+            uid: svc.uid(),
+            pool_annotation: svc
+                .annotations()
+                .get(annotations::IP_ALLOCATED_FROM_POOL)
+                .cloned(),
+        }
+    }
+
+    fn on_service(&mut self, ev: WEvent<Service>) {
+        match ev {
+            WEvent::Init => self.svc_buffer = Some(BTreeMap::new()),
+            WEvent::InitApply(s) => {
+                self.svc_buffer
+                    .get_or_insert_default()
+                    .insert(view::key_of(&s), Self::known(&s));
+            }
+            WEvent::InitDone => {
+                let new = self.svc_buffer.take().unwrap_or_default();
+                let gone: Vec<ServiceKey> = self
+                    .services
+                    .keys()
+                    .filter(|k| !new.contains_key(*k))
+                    .cloned()
+                    .collect();
+                self.services = new;
+                self.svc_synced = true;
+                if self.started {
+                    for k in gone {
+                        self.remove_service(&k);
+                    }
+                    let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+                    for k in keys {
+                        self.sync(&k);
+                    }
+                }
+            }
+            WEvent::Apply(s) => {
+                let key = view::key_of(&s);
+                self.services.insert(key.clone(), Self::known(&s));
+                if self.started {
+                    self.sync(&key);
+                }
+            }
+            WEvent::Delete(s) => {
+                let key = view::key_of(&s);
+                self.services.remove(&key);
+                if self.started {
+                    self.remove_service(&key);
+                }
+            }
+        }
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey) {
+        let released = self.engine.remove(key);
+        self.last_failure.remove(key);
+        if !released.is_empty() {
+            info!(service = %key, ?released, "service deleted, addresses released");
+            self.pools_dirty = true;
+        }
+    }
+
+    fn reload_config_quiet(&mut self) {
+        let (src, mut errors) = self.stores.sources(&self.opts.configmap);
+        match Config::build(&src) {
+            Ok(cfg) if errors.is_empty() => {
+                let evicted = self.engine.set_config(cfg);
+                self.report_config_errors(Vec::new());
+                self.metrics.config_loaded.set(1);
+                self.metrics.config_stale.set(0);
+                for (key, ips) in evicted {
+                    if let Some(k) = self.services.get(&key) {
+                        let note = format!(
+                            "current IP(s) {:?} not allowed by config, clearing",
+                            ips.iter().map(|i| i.to_string()).collect::<Vec<_>>()
+                        );
+                        warn!(service = %key, ?ips, "addresses left every pool, reallocating");
+                        self.spawn_write(
+                            &key,
+                            k.uid.clone(),
+                            WriteJob {
+                                events: vec![(EventType::Warning, "ClearAssignment", note)],
+                                ..Default::default()
+                            },
+                        );
+                    }
+                }
+                self.pools_dirty = true;
+            }
+            Ok(_) => self.report_config_errors(errors),
+            Err(e) => {
+                errors.extend(e.0);
+                self.report_config_errors(errors);
+            }
+        }
+    }
+
+    fn reload_config(&mut self) {
+        self.reload_config_quiet();
+        let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+        for k in keys {
+            self.sync(&k);
+        }
+        self.metrics.observe(&self.engine);
+    }
+
+    /// Logs, counts and posts events for configuration errors; the last good
+    /// configuration stays in force.
+    fn report_config_errors(&mut self, mut errors: Vec<ConfigError>) {
+        errors.sort();
+        self.metrics
+            .config_errors
+            .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+        if errors.is_empty() {
+            self.last_config_errors.clear();
+            return;
+        }
+        self.metrics.config_stale.set(1);
+        if errors == self.last_config_errors {
+            return;
+        }
+        let in_force = self.engine.config().is_some();
+        for e in &errors {
+            error!(object = %e.object, field = %e.field, message = %e.message,
+                   last_good_in_force = in_force, "configuration rejected");
+            let reference = self.object_reference(&e.object);
+            let recorder = self.recorder.clone();
+            let note = format!(
+                "{}: {} ({})",
+                e.field,
+                e.message,
+                if in_force {
+                    "the last valid configuration stays in force"
+                } else {
+                    "no valid configuration is loaded yet"
+                }
+            );
+            tokio::spawn(async move {
+                let ev = KEvent {
+                    type_: EventType::Warning,
+                    reason: "InvalidConfiguration".into(),
+                    note: Some(truncate(note)),
+                    action: "LoadConfiguration".into(),
+                    secondary: None,
+                };
+                if let Err(err) = recorder.publish(&ev, &reference).await {
+                    warn!(error = %err, "cannot post event");
+                }
+            });
+        }
+        self.last_config_errors = errors;
+    }
+
+    fn object_reference(&self, o: &ObjectRef) -> ObjectReference {
+        let (api_version, kind, name) = match o {
+            ObjectRef::Resource { kind, name } => {
+                let v = if kind == "BGPPeer" {
+                    "v1beta2"
+                } else {
+                    "v1beta1"
+                };
+                (format!("{}/{v}", crd::GROUP), kind.clone(), name.clone())
+            }
+            ObjectRef::Legacy { configmap, .. } | ObjectRef::ConfigMap { configmap } => (
+                "v1".into(),
+                "ConfigMap".into(),
+                configmap
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(configmap)
+                    .to_string(),
+            ),
+            ObjectRef::Service { name, .. } => ("v1".into(), "Service".into(), name.clone()),
+        };
+        ObjectReference {
+            api_version: Some(api_version),
+            kind: Some(kind),
+            name: Some(name),
+            namespace: Some(self.opts.namespace.clone()),
+            ..Default::default()
+        }
+    }
+
+    fn sync(&mut self, key: &ServiceKey) {
+        let Some(known) = self.services.get(key).cloned() else {
+            return;
+        };
+        let decision = self.engine.sync(&known.view);
+        let mut job = WriteJob::default();
+        match decision {
+            Decision::Ignore => return,
+            Decision::Clear { released } => {
+                self.last_failure.remove(key);
+                if !released.is_empty() {
+                    self.pools_dirty = true;
+                }
+                if !known.view.status_ips.is_empty() && !released.is_empty() {
+                    job.status = Some(vec![]);
+                }
+                if known.pool_annotation.is_some() {
+                    job.pool_annotation = Some(None);
+                }
+            }
+            Decision::Assign {
+                ips,
+                pool,
+                changed,
+                warnings,
+            } => {
+                self.last_failure.remove(key);
+                if known.view.status_ips != ips {
+                    job.status = Some(ips.clone());
+                }
+                if known.pool_annotation.as_deref() != Some(pool.as_str()) {
+                    job.pool_annotation = Some(Some(pool.clone()));
+                }
+                if changed {
+                    self.pools_dirty = true;
+                    info!(service = %key, ?ips, %pool, "addresses assigned");
+                    let shown: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                    job.events.push((
+                        EventType::Normal,
+                        "IPAllocated",
+                        format!("Assigned IP {shown:?}"),
+                    ));
+                    for w in warnings {
+                        job.events.push((EventType::Warning, "DeprecatedField", w));
+                    }
+                }
+            }
+            Decision::Fail {
+                reason,
+                message,
+                kept,
+                pool,
+            } => {
+                use crate::engine::FailReason;
+                if reason != FailReason::NoConfig && known.view.status_ips != kept {
+                    job.status = Some(kept.clone());
+                    self.pools_dirty = true;
+                }
+                if reason != FailReason::NoConfig
+                    && kept.is_empty()
+                    && known.pool_annotation.is_some()
+                {
+                    job.pool_annotation = Some(None);
+                } else if let Some(p) =
+                    pool.filter(|p| known.pool_annotation.as_ref() != Some(p) && !kept.is_empty())
+                {
+                    job.pool_annotation = Some(Some(p));
+                }
+                if self.last_failure.get(key) != Some(&message) {
+                    warn!(service = %key, reason = reason.as_str(), %message, ?kept, "allocation failed");
+                    self.metrics
+                        .allocation_failures
+                        .get_or_create(&ReasonLabel {
+                            reason: reason.as_str().into(),
+                        })
+                        .inc();
+                    let kept_note = if kept.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; keeping {:?}",
+                            kept.iter().map(|i| i.to_string()).collect::<Vec<_>>()
+                        )
+                    };
+                    job.events.push((
+                        EventType::Warning,
+                        "AllocationFailed",
+                        format!("Failed to allocate IP for \"{key}\": {message}{kept_note}"),
+                    ));
+                    self.last_failure.insert(key.clone(), message);
+                }
+            }
+        }
+        if job.status.is_some() || job.pool_annotation.is_some() || !job.events.is_empty() {
+            // What we are about to write is what the next event will show; recording it
+            // now keeps a quick resync from writing the same thing twice.
+            if let Some(k) = self.services.get_mut(key) {
+                if let Some(s) = &job.status {
+                    k.view.status_ips = s.clone();
+                }
+                if let Some(a) = &job.pool_annotation {
+                    k.pool_annotation = a.clone();
+                }
+            }
+            self.spawn_write(key, known.uid, job);
+        }
+    }
+
+    fn spawn_write(&mut self, key: &ServiceKey, uid: Option<String>, job: WriteJob) {
+        let prev = self.inflight.remove(key);
+        let client = self.client.clone();
+        let recorder = self.recorder.clone();
+        let metrics = self.metrics.clone();
+        let key2 = key.clone();
+        let h = tokio::spawn(async move {
+            if let Some(p) = prev {
+                let _ = p.await;
+            }
+            if let Err(e) = write(client, recorder, &key2, uid, job).await {
+                metrics.update_errors.inc();
+                warn!(service = %key2, error = %e, "write to the API failed");
+            }
+        });
+        self.inflight.insert(key.clone(), h);
+    }
+
+    async fn on_tick(&mut self) {
+        self.inflight.retain(|_, h| !h.is_finished());
+        if !self.started || !self.pools_dirty {
+            return;
+        }
+        self.pools_dirty = false;
+        self.metrics.observe(&self.engine);
+        self.write_pool_status().await;
+    }
+
+    /// IPAddressPool status: assigned/available per family, for pools defined as CRDs.
+    async fn write_pool_status(&mut self) {
+        let crd_pools: BTreeSet<String> =
+            self.stores.pools.values().map(|p| p.name_any()).collect();
+        let api: Api<crd::IPAddressPool> =
+            Api::namespaced(self.client.clone(), &self.opts.namespace);
+        for name in crd_pools {
+            let stat = |f| self.engine.allocator().pool_stats(&name, f);
+            let (Some(v4), Some(v6)) = (
+                stat(crate::allocator::Family::V4),
+                stat(crate::allocator::Family::V6),
+            ) else {
+                continue;
+            };
+            let sat = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
+            let status = crd::IPAddressPoolStatus {
+                assigned_ipv4: sat(v4.in_use),
+                assigned_ipv6: sat(v6.in_use),
+                available_ipv4: sat(v4.free()),
+                available_ipv6: sat(v6.free()),
+            };
+            if self.pool_status_written.get(&name) == Some(&status) {
+                continue;
+            }
+            let patch = json!({ "status": status });
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.pool_status_written.insert(name, status);
+                }
+                Err(e) => {
+                    self.metrics.update_errors.inc();
+                    debug!(pool = %name, error = %e, "pool status not written");
+                }
+            }
+        }
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > 1000 {
+        let mut cut = 1000;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+async fn write(
+    client: Client,
+    recorder: Recorder,
+    key: &ServiceKey,
+    uid: Option<String>,
+    job: WriteJob,
+) -> Result<(), kube::Error> {
+    let api: Api<Service> = Api::namespaced(client, &key.namespace);
+    if let Some(ips) = &job.status {
+        let ingress: Vec<serde_json::Value> = ips
+            .iter()
+            .map(|ip| json!({ "ip": ip.to_string() }))
+            .collect();
+        let patch = if ingress.is_empty() {
+            json!({ "status": { "loadBalancer": { "ingress": null } } })
+        } else {
+            json!({ "status": { "loadBalancer": { "ingress": ingress } } })
+        };
+        api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    if let Some(pool) = &job.pool_annotation {
+        let patch =
+            json!({ "metadata": { "annotations": { annotations::IP_ALLOCATED_FROM_POOL: pool } } });
+        api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        name: Some(key.name.clone()),
+        namespace: Some(key.namespace.clone()),
+        uid,
+        ..Default::default()
+    };
+    for (type_, reason, note) in job.events {
+        let ev = KEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note)),
+            action: "Allocate".into(),
+            secondary: None,
+        };
+        recorder.publish(&ev, &reference).await?;
+    }
+    Ok(())
+}
