@@ -258,6 +258,13 @@ func prepareAPIServer(ctx context.Context, c controlPlaneConfig, pki pkiFiles) (
 		"--service-account-key-file=" + pki.SAPub(),
 		"--service-account-signing-key-file=" + pki.SAKey(),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--requestheader-client-ca-file=" + pki.FrontProxyCACert(),
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + pki.FrontProxyCert(),
+		"--proxy-client-key-file=" + pki.FrontProxyKey(),
 		// The node agent authenticates as the admin: no Node authorizer.
 		"--authorization-mode=RBAC",
 		"--allow-privileged=true",

@@ -43,6 +43,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
@@ -149,6 +150,9 @@ func runNodeAgent(ctx context.Context, args []string) error {
 		a.podCIDRStrs = append(a.podCIDRStrs, cidr.String())
 	}
 	if err := os.MkdirAll(a.podsDir(), 0o755); err != nil {
+		return err
+	}
+	if err := captureHostMountNS(); err != nil {
 		return err
 	}
 	client, err := clientFromKubeconfig(*kubeconfig)
@@ -368,10 +372,10 @@ func (a *nodeAgent) registerNode(ctx context.Context) error {
 			break
 		}
 		if apierrors.IsAlreadyExists(err) {
-			if err := a.reconcileExistingNode(ctx); err != nil {
-				return err
+			err = retry.RetryOnConflict(retry.DefaultRetry, func() error { return a.reconcileExistingNode(ctx) })
+			if err == nil {
+				break
 			}
-			break
 		}
 		klog.ErrorS(err, "registering node, retrying")
 		select {
@@ -380,7 +384,14 @@ func (a *nodeAgent) registerNode(ctx context.Context) error {
 		case <-time.After(2 * time.Second):
 		}
 	}
-	return a.updateNodeStatus(ctx)
+	for {
+		err := a.updateNodeStatus(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		klog.ErrorS(err, "posting node status, retrying")
+		time.Sleep(time.Second)
+	}
 }
 
 // reconcileExistingNode makes an existing Node carry our labels and pod
@@ -408,10 +419,11 @@ func (a *nodeAgent) reconcileExistingNode(ctx context.Context) error {
 		klog.ErrorS(nil, "existing Node has other pod CIDRs (immutable); keeping them", "node", a.nodeName,
 			"have", node.Spec.PodCIDRs, "want", a.podCIDRStrs)
 	}
-	if changed {
-		_, err = a.client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
-	}
 	klog.InfoS("node already registered", "node", a.nodeName)
+	if !changed {
+		return nil
+	}
+	_, err = a.client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
 	return err
 }
 
@@ -474,13 +486,17 @@ func kernelVersion() string {
 }
 
 func (a *nodeAgent) updateNodeStatus(ctx context.Context) error {
-	node, err := a.client.CoreV1().Nodes().Get(ctx, a.nodeName, metav1.GetOptions{})
-	if err != nil {
+	// Controllers (node lifecycle, ttl) write the Node too: retry on
+	// conflict with a fresh copy.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node, err := a.client.CoreV1().Nodes().Get(ctx, a.nodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		node.Status = a.desiredNodeStatus(node.Status)
+		_, err = a.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
 		return err
-	}
-	node.Status = a.desiredNodeStatus(node.Status)
-	_, err = a.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
-	return err
+	})
 }
 
 func (a *nodeAgent) statusLoop(ctx context.Context) {

@@ -30,15 +30,19 @@ type pkiFiles struct {
 	Dir string
 }
 
-func (p pkiFiles) path(name string) string { return filepath.Join(p.Dir, name) }
-func (p pkiFiles) CACert() string          { return p.path("ca.crt") }
-func (p pkiFiles) CAKey() string           { return p.path("ca.key") }
-func (p pkiFiles) ServingCert() string     { return p.path("apiserver.crt") }
-func (p pkiFiles) ServingKey() string      { return p.path("apiserver.key") }
-func (p pkiFiles) SAKey() string           { return p.path("sa.key") }
-func (p pkiFiles) SAPub() string           { return p.path("sa.pub") }
-func (p pkiFiles) AdminCert() string       { return p.path("admin.crt") }
-func (p pkiFiles) AdminKey() string        { return p.path("admin.key") }
+func (p pkiFiles) path(name string) string  { return filepath.Join(p.Dir, name) }
+func (p pkiFiles) CACert() string           { return p.path("ca.crt") }
+func (p pkiFiles) CAKey() string            { return p.path("ca.key") }
+func (p pkiFiles) ServingCert() string      { return p.path("apiserver.crt") }
+func (p pkiFiles) ServingKey() string       { return p.path("apiserver.key") }
+func (p pkiFiles) SAKey() string            { return p.path("sa.key") }
+func (p pkiFiles) SAPub() string            { return p.path("sa.pub") }
+func (p pkiFiles) AdminCert() string        { return p.path("admin.crt") }
+func (p pkiFiles) AdminKey() string         { return p.path("admin.key") }
+func (p pkiFiles) FrontProxyCACert() string { return p.path("front-proxy-ca.crt") }
+func (p pkiFiles) FrontProxyCAKey() string  { return p.path("front-proxy-ca.key") }
+func (p pkiFiles) FrontProxyCert() string   { return p.path("front-proxy-client.crt") }
+func (p pkiFiles) FrontProxyKey() string    { return p.path("front-proxy-client.key") }
 
 // servingSANs are the names and addresses the apiserver certificate covers:
 // the lab node address (v4 and v6), loopback (the root-netns forwarder
@@ -71,9 +75,23 @@ func ensurePKI(p pkiFiles, dnsNames []string, ips []net.IP) error {
 	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
 		return err
 	}
-	caCert, caKey, err := loadOrCreateCA(p)
+	caCert, caKey, err := loadOrCreateCA(p.CACert(), p.CAKey(), "ferrolb-lab-ca")
 	if err != nil {
 		return fmt.Errorf("CA: %w", err)
+	}
+	// Front-proxy (request-header) CA and client: the aggregator's identity
+	// towards extension apiservers, and the CA that delegated authentication
+	// (controller-manager, scheduler) expects to find in
+	// kube-system/extension-apiserver-authentication.
+	fpCert, fpKey, err := loadOrCreateCA(p.FrontProxyCACert(), p.FrontProxyCAKey(), "ferrolb-lab-front-proxy-ca")
+	if err != nil {
+		return fmt.Errorf("front-proxy CA: %w", err)
+	}
+	if !exists(p.FrontProxyCert()) || !exists(p.FrontProxyKey()) {
+		if err := issue(fpCert, fpKey, p.FrontProxyCert(), p.FrontProxyKey(), pkix.Name{CommonName: "front-proxy-client"},
+			nil, nil, x509.ExtKeyUsageClientAuth); err != nil {
+			return fmt.Errorf("front-proxy client cert: %w", err)
+		}
 	}
 	if !exists(p.ServingCert()) || !exists(p.ServingKey()) {
 		if err := issue(caCert, caKey, p.ServingCert(), p.ServingKey(), pkix.Name{CommonName: "kube-apiserver"},
@@ -109,9 +127,9 @@ func ensurePKI(p pkiFiles, dnsNames []string, ips []net.IP) error {
 	return nil
 }
 
-func loadOrCreateCA(p pkiFiles) (*x509.Certificate, crypto.Signer, error) {
-	if exists(p.CACert()) && exists(p.CAKey()) {
-		return loadCertAndKey(p.CACert(), p.CAKey())
+func loadOrCreateCA(certPath, keyPath, cn string) (*x509.Certificate, crypto.Signer, error) {
+	if exists(certPath) && exists(keyPath) {
+		return loadCertAndKey(certPath, keyPath)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -120,7 +138,7 @@ func loadOrCreateCA(p pkiFiles) (*x509.Certificate, crypto.Signer, error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: "ferrolb-lab-ca"},
+		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
@@ -131,10 +149,10 @@ func loadOrCreateCA(p pkiFiles) (*x509.Certificate, crypto.Signer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := writeKey(p.CAKey(), key); err != nil {
+	if err := writeKey(keyPath, key); err != nil {
 		return nil, nil, err
 	}
-	if err := writePEM(p.CACert(), "CERTIFICATE", der, 0o644); err != nil {
+	if err := writePEM(certPath, "CERTIFICATE", der, 0o644); err != nil {
 		return nil, nil, err
 	}
 	cert, err := x509.ParseCertificate(der)

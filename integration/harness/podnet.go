@@ -20,7 +20,9 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 )
 
@@ -36,22 +38,105 @@ func runCmd(name string, args ...string) error {
 	return nil
 }
 
-// rootMountNS runs "ip netns add/del" in the mount namespace of PID 1.
-// The node agent itself runs under "ip netns exec", which puts it in a
-// private (slave) mount namespace: a netns mount created there would be
-// invisible to "ip netns list" in the root namespace, so "lab down" could
-// not find it. Mounts made in PID 1's namespace do propagate to ours.
-func netnsAdd(name string) error {
-	return runCmd("nsenter", "--mount=/proc/1/ns/mnt", "--", "ip", "netns", "add", name)
+// hostMountNS is the mount namespace in which named netns are created and
+// deleted: the lab's. The node agent usually runs under "ip netns exec",
+// which puts it in a private mount namespace whose mounts are slaves of the
+// lab's: a netns mount made there would be invisible to "ip netns list" in
+// the lab's namespace, so "lab down" could not find it, while mounts made in
+// the lab's namespace do propagate to ours.
+// nil means "our own" (we were started without a mount namespace change).
+var hostMountNS *os.File
+
+// runNetnsPeer returns the propagation tag ("shared:N" or "master:N") of
+// the /run/netns mount in a mountinfo file, "" if there is none.
+func runNetnsPeer(mountinfo string) string {
+	data, err := os.ReadFile(mountinfo)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 7 || f[4] != "/run/netns" {
+			continue
+		}
+		for _, opt := range f[6:] {
+			if opt == "-" {
+				break
+			}
+			if strings.HasPrefix(opt, "shared:") || strings.HasPrefix(opt, "master:") {
+				return opt
+			}
+		}
+	}
+	return ""
 }
 
-func netnsDel(name string) error {
-	return runCmd("nsenter", "--mount=/proc/1/ns/mnt", "--", "ip", "netns", "del", name)
+// captureHostMountNS finds the mount namespace that holds the master copy
+// of our /run/netns mount: if ours is "master:N", it is the namespace of a
+// process (the parent first, else any we may inspect) whose /run/netns is
+// "shared:N". The namespace fd is kept open for the agent's lifetime, so
+// it stays valid even if that process exits.
+func captureHostMountNS() error {
+	peer := runNetnsPeer("/proc/self/mountinfo")
+	if !strings.HasPrefix(peer, "master:") {
+		return nil // our /run/netns is the shared original (or absent)
+	}
+	want := "shared:" + strings.TrimPrefix(peer, "master:")
+	ours, _ := os.Readlink("/proc/self/ns/mnt")
+	pids := []string{strconv.Itoa(os.Getppid())}
+	if entries, err := os.ReadDir("/proc"); err == nil {
+		for _, e := range entries {
+			if _, err := strconv.Atoi(e.Name()); err == nil {
+				pids = append(pids, e.Name())
+			}
+		}
+	}
+	seen := map[string]bool{ours: true}
+	for _, pid := range pids {
+		ns, err := os.Readlink("/proc/" + pid + "/ns/mnt")
+		if err != nil || seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		if runNetnsPeer("/proc/"+pid+"/mountinfo") != want {
+			continue
+		}
+		f, err := os.Open("/proc/" + pid + "/ns/mnt")
+		if err != nil {
+			continue
+		}
+		hostMountNS = f
+		return nil
+	}
+	return fmt.Errorf("no process found whose mount namespace holds /run/netns as %s; "+
+		"cannot create pod netns visible to the lab", want)
 }
 
-// netnsList lists named netns as seen from the root mount namespace.
+// hostCmd runs "ip netns ..." in the host mount namespace (via nsenter and
+// the inherited namespace fd, which becomes fd 3 in the child).
+func hostCmd(args ...string) *exec.Cmd {
+	if hostMountNS == nil {
+		return exec.Command(args[0], args[1:]...)
+	}
+	cmd := exec.Command("nsenter", append([]string{"--mount=/proc/self/fd/3", "--"}, args...)...)
+	cmd.ExtraFiles = []*os.File{hostMountNS}
+	return cmd
+}
+
+func runHostCmd(args ...string) error {
+	out, err := hostCmd(args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func netnsAdd(name string) error { return runHostCmd("ip", "netns", "add", name) }
+func netnsDel(name string) error { return runHostCmd("ip", "netns", "del", name) }
+
+// netnsList lists named netns as seen from the host mount namespace.
 func netnsList() ([]string, error) {
-	out, err := exec.Command("nsenter", "--mount=/proc/1/ns/mnt", "--", "ip", "netns", "list").Output()
+	out, err := hostCmd("ip", "netns", "list").Output()
 	if err != nil {
 		return nil, err
 	}
