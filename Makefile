@@ -46,7 +46,9 @@ require-root:
 	  echo "       'make test' runs everything, e2e included: run it as root (sudo make test)." >&2; \
 	  exit 1; fi
 
+# The lab runs the ferrolb binaries from target/debug: build them first.
 e2e: require-root setup harness
+	$(CARGO) build --workspace --bins
 	FERROLB_HARNESS=$(abspath $(HARNESS)) $(CARGO) test -p ferrolb-integration -- --test-threads=1
 
 test: require-root lint check-generated unit e2e
