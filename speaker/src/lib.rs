@@ -1,5 +1,6 @@
 //! ferrolb speaker (see README).
 
+pub mod announce;
 pub mod election;
 pub mod membership;
 pub mod packet;
