@@ -928,6 +928,11 @@ func (a *nodeAgent) removePod(rt *podRuntime) {
 	}
 	a.mu.Unlock()
 	a.deleteRecord(&rt.rec)
+	// The echo logs of a pod that is gone are of no further use.
+	logs, _ := filepath.Glob(filepath.Join(a.podsDir(), fmt.Sprintf("%s_%s_*.log", rt.rec.Namespace, rt.rec.Name)))
+	for _, l := range logs {
+		os.Remove(l)
+	}
 	klog.InfoS("pod removed", "pod", rt.rec.key(), "uid", rt.rec.UID)
 }
 
