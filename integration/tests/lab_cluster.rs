@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrolb_integration::lab::{Lab, LabOptions, eventually, kubeapi, teardown};
+use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually, kubeapi, teardown};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -45,7 +45,7 @@ fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn running_pods(pods: &Api<Pod>) -> Result<Vec<String>, String> {
+async fn running_pods(pods: &Api<Pod>, want: usize) -> Result<Vec<String>, String> {
     let list = pods
         .list(&ListParams::default().labels(&format!("app={APP}")))
         .await
@@ -63,7 +63,7 @@ async fn running_pods(pods: &Api<Pod>) -> Result<Vec<String>, String> {
         })
         .filter_map(|p| p.metadata.name.clone())
         .collect();
-    if names.len() == 3 {
+    if names.len() == want {
         Ok(names)
     } else {
         Err(format!(
@@ -140,7 +140,7 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod_names: BTreeSet<String> =
         eventually("3 echo pods running", Duration::from_secs(120), || {
-            running_pods(&pods)
+            running_pods(&pods, 3)
         })
         .await
         .expect("pods")
@@ -236,6 +236,100 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     .expect("NodePort on the recovered node");
 
     // Down removes namespaces, links, processes, mounts and state.
+    drop(client);
+    let paths = lab.paths().clone();
+    lab.down().expect("down");
+    let left = teardown::leftovers(&paths);
+    assert!(left.is_empty(), "down left: {left:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_nodeport_answers_on_both_families() {
+    let lab = Lab::up(LabOptions {
+        workers: 1,
+        ip_family: IpFamily::DualStack,
+        bare: true,
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("lab up: {e}"));
+    let client = lab.kube_client().await.expect("kube client");
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": APP},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": APP}},
+            "template": {
+                "metadata": {"labels": {"app": APP}},
+                "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}
+            }
+        }
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod_names: BTreeSet<String> =
+        eventually("2 echo pods running", Duration::from_secs(120), || {
+            running_pods(&pods, 2)
+        })
+        .await
+        .expect("pods")
+        .into_iter()
+        .collect();
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": APP},
+        "spec": {
+            "type": "NodePort",
+            "ipFamilyPolicy": "RequireDualStack",
+            "selector": {"app": APP},
+            "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]
+        }
+    }))
+    .unwrap();
+    let spec = services
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create dual-stack service")
+        .spec
+        .unwrap();
+    let cluster_ips = spec.cluster_ips.unwrap_or_default();
+    assert_eq!(cluster_ips.len(), 2, "{cluster_ips:?}");
+    assert!(cluster_ips[0].starts_with("198.19."), "{cluster_ips:?}");
+    assert!(
+        cluster_ips[1].starts_with("2001:db8:19::"),
+        "{cluster_ips:?}"
+    );
+    let node_port = spec.ports.unwrap()[0].node_port.expect("a NodePort");
+
+    for node in lab.topology().nodes() {
+        for url in [
+            format!("http://{}:{node_port}/", node.ipv4),
+            format!("http://[{}]:{node_port}/", node.ipv6),
+        ] {
+            let body = eventually(
+                &format!("{url} answers"),
+                Duration::from_secs(60),
+                || async {
+                    lab.curl("client", &url, Duration::from_secs(2))
+                        .map_err(|e| e.to_string())
+                },
+            )
+            .await
+            .expect("NodePort answers");
+            assert!(
+                pod_names.contains(body.trim()),
+                "{url} answered {body:?}, not one of {pod_names:?}"
+            );
+        }
+    }
+
     drop(client);
     let paths = lab.paths().clone();
     lab.down().expect("down");

@@ -90,6 +90,9 @@ struct UpArgs {
     /// Kubernetes only, without the ferrolb controller and speakers.
     #[arg(long)]
     bare: bool,
+    /// Fail when ferrolb's binaries are not built (instead of running without them).
+    #[arg(long, conflicts_with = "bare")]
+    require_ferrolb: bool,
     /// Namespaces and links only, without Kubernetes.
     #[arg(long)]
     topology_only: bool,
@@ -131,6 +134,7 @@ impl UpArgs {
             },
             node_monitor_grace_period: self.node_monitor_grace_period,
             ready_timeout: self.timeout,
+            require_ferrolb: self.require_ferrolb,
         }
     }
 }

@@ -84,6 +84,10 @@ pub struct LabOptions {
     /// Bound on each wait of `up` (control plane ready, nodes Ready).
     #[serde(skip, default = "default_ready_timeout")]
     pub ready_timeout: Duration,
+    /// Fail `up` when ferrolb's binaries are not built, instead of running
+    /// without them (for tests of ferrolb itself). Ignored when `bare`.
+    #[serde(skip)]
+    pub require_ferrolb: bool,
 }
 
 fn default_ready_timeout() -> Duration {
@@ -100,6 +104,7 @@ impl Default for LabOptions {
             proxy_mode: ProxyMode::Iptables,
             node_monitor_grace_period: Duration::from_secs(20),
             ready_timeout: default_ready_timeout(),
+            require_ferrolb: false,
         }
     }
 }
@@ -107,13 +112,12 @@ impl Default for LabOptions {
 impl LabOptions {
     /// Whether a lab built with `other` is the lab these options ask for.
     fn same_lab(&self, other: &LabOptions) -> bool {
-        LabOptions {
+        let key = |o: &LabOptions| LabOptions {
             ready_timeout: Duration::ZERO,
-            ..self.clone()
-        } == LabOptions {
-            ready_timeout: Duration::ZERO,
-            ..other.clone()
-        }
+            require_ferrolb: false,
+            ..o.clone()
+        };
+        key(self) == key(other)
     }
 
     fn summary(&self) -> String {
@@ -356,6 +360,14 @@ impl Lab {
     /// Starts the controller and all speakers that are not running, when
     /// their binaries are built.
     fn start_ferrolb(&self) -> Result<()> {
+        if self.options.require_ferrolb {
+            self.paths
+                .controller()
+                .ok_or(LabError::FerrolbMissing("ferrolb-controller"))?;
+            self.paths
+                .speaker()
+                .ok_or(LabError::FerrolbMissing("ferrolb-speaker"))?;
+        }
         match self.paths.controller() {
             Some(bin) => {
                 self.start_if_needed(
@@ -572,6 +584,38 @@ impl Lab {
         ])
         .stdout()?;
         Ok(parse_lladdr(&out))
+    }
+
+    /// Forgets host `host`'s ARP/NDP entry for `ip`, so that the next packet
+    /// asks again (absent is fine).
+    pub fn flush_neighbour(&self, host: &str, ip: std::net::IpAddr) -> Result<()> {
+        let h = self.topology.host(host)?;
+        Cmd::ip(&[
+            "-n",
+            &h.netns(),
+            "neigh",
+            "flush",
+            "to",
+            &ip.to_string(),
+            "dev",
+            topology::HOST_IF,
+        ])
+        .run()
+        .map(drop)
+    }
+
+    /// The node whose `eth0` MAC host `from` has cached for `ip`: who
+    /// answered ARP/NDP for a LoadBalancer address, as the client sees it.
+    pub fn announcer(&self, from: &str, ip: std::net::IpAddr) -> Result<Option<String>> {
+        let Some(mac) = self.neighbour_mac(from, ip)? else {
+            return Ok(None);
+        };
+        for node in self.topology.nodes() {
+            if self.interface_mac(&node.name)?.eq_ignore_ascii_case(&mac) {
+                return Ok(Some(node.name.clone()));
+            }
+        }
+        Ok(None)
     }
 
     /// The MAC address of host `host`'s `eth0`.
