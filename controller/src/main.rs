@@ -72,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
     metrics.register(&mut registry);
     let ready = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let http = tokio::spawn(run::metrics::serve(
+    let http = tokio::spawn(ferrolb_k8s::http::serve(
         args.metrics_addr,
         Arc::new(registry),
         ready.clone(),

@@ -9,7 +9,6 @@
 
 pub mod leader;
 pub mod metrics;
-pub mod sources;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,8 +32,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::engine::{Decision, Engine, ServiceKey, ServiceView};
+use ferrolb_k8s::stores::ConfigStores;
 use metrics::{Metrics, ReasonLabel};
-use sources::ConfigStores;
 
 /// What the controller is configured with.
 #[derive(Clone, Debug)]
