@@ -114,8 +114,16 @@ func runControlPlane(ctx context.Context, args []string) error {
 		return fmt.Errorf("etcd: %w", err)
 	}
 	defer func() {
-		etcd.Close()
-		klog.Info("etcd stopped")
+		// etcd fsyncs every commit, so cutting a slow close short is
+		// crash-safe; the lab's stop must not hang on it.
+		closed := make(chan struct{})
+		go func() { etcd.Close(); close(closed) }()
+		select {
+		case <-closed:
+			klog.Info("etcd stopped")
+		case <-time.After(5 * time.Second):
+			klog.Warning("etcd did not close within 5s, exiting anyway")
+		}
 	}()
 
 	sock := filepath.Join(c.dataDir, "apiserver.sock")
@@ -193,14 +201,15 @@ func runControlPlane(ctx context.Context, args []string) error {
 	}
 	os.Remove(readyFile)
 	cancel()
-	// Graceful shutdown of the apiserver takes a few seconds; never hang
-	// the lab's stop for longer than that.
+	// The apiserver's graceful shutdown waits for open watches (node
+	// agents, kube-proxies, ferrolb) to go away, up to a minute; the lab's
+	// stop must not hang on that.
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(20 * time.Second):
-		klog.Warning("components did not stop within 20s, exiting anyway")
+	case <-time.After(10 * time.Second):
+		klog.Warning("components did not stop within 10s, exiting anyway")
 	}
 	return runErr
 }
