@@ -231,9 +231,11 @@ async fn status(paths: LabPaths) -> anyhow::Result<ExitCode> {
         }
     }
     print!("{st}");
-    let healthy = st.netns.iter().all(|(_, up)| *up) && st.daemons.iter().all(|d| d.2);
+    let healthy = st.netns.iter().all(|(_, up)| *up)
+        && st.links.iter().all(|(_, up)| *up)
+        && st.daemons.iter().all(|d| d.2);
     if !healthy {
-        bail!("some namespaces or daemons are missing");
+        bail!("some namespaces, links or daemons are down (see above)");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -805,10 +805,31 @@ impl Lab {
                 (pf.name, pf.pid, running)
             })
             .collect();
+        let ports = Cmd::ip(&["-n", topology::SWITCH_NS, "-o", "link", "show"])
+            .stdout()
+            .unwrap_or_default();
+        let links = self
+            .topology
+            .hosts
+            .iter()
+            .map(|h| {
+                let port = format!("{}@", h.switch_port());
+                let up = ports
+                    .lines()
+                    .find(|l| {
+                        l.split_whitespace()
+                            .nth(1)
+                            .is_some_and(|n| n.starts_with(&port))
+                    })
+                    .is_some_and(|l| l.contains(",UP") || l.contains("<UP"));
+                (h.name.clone(), up)
+            })
+            .collect();
         Status {
             state: self.paths.state.clone(),
             options: self.options.clone(),
             netns,
+            links,
             daemons,
             kubeconfig: self.kubeconfig_path(),
             nodes: BTreeMap::new(),
@@ -843,6 +864,8 @@ pub struct Status {
     pub options: LabOptions,
     /// Namespaces (expected ones and any other `flb-*`), and whether present.
     pub netns: Vec<(String, bool)>,
+    /// Hosts and whether their switch port is up (down after `node-fail`).
+    pub links: Vec<(String, bool)>,
     /// Daemons from pid files: name, pid, running.
     pub daemons: Vec<(String, i32, bool)>,
     /// Root-namespace kubeconfig.
@@ -859,6 +882,11 @@ impl fmt::Display for Status {
         writeln!(f, "netns:")?;
         for (n, up) in &self.netns {
             writeln!(f, "  {n:<20} {}", if *up { "present" } else { "MISSING" })?;
+        }
+        writeln!(f, "switch ports:")?;
+        for (h, up) in &self.links {
+            let state = if *up { "up" } else { "DOWN (node-fail?)" };
+            writeln!(f, "  v-{h:<18} {state}")?;
         }
         writeln!(f, "daemons:")?;
         for (name, pid, running) in &self.daemons {
