@@ -2,6 +2,7 @@ package main
 
 import (
 	"net"
+	"os"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -113,5 +114,29 @@ func TestListenPlanAndShortID(t *testing.T) {
 	}
 	if n := len("vp" + shortID(pod.UID)); n > 15 {
 		t.Errorf("veth name too long: %d", n)
+	}
+}
+
+func TestRunNetnsPeer(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	root := write("root", "42 27 254:0 /run/netns /run/netns rw,relatime shared:1 - ext4 /dev/vda rw\n"+
+		"43 42 0:4 net:[4026532177] /run/netns/flb-sw rw shared:2 - nsfs nsfs rw\n")
+	slave := write("slave", "95 54 254:0 /run/netns /run/netns rw,relatime master:1 - ext4 /dev/vda rw\n")
+	none := write("none", "1 0 254:0 / / rw - ext4 /dev/vda rw\n")
+	if got := runNetnsPeer(root); got != "shared:1" {
+		t.Errorf("root: %q", got)
+	}
+	if got := runNetnsPeer(slave); got != "master:1" {
+		t.Errorf("slave: %q", got)
+	}
+	if got := runNetnsPeer(none); got != "" {
+		t.Errorf("none: %q", got)
 	}
 }
