@@ -30,7 +30,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::fmt::{self, Display};
 use std::net::IpAddr;
 
@@ -184,7 +184,9 @@ impl<K> Entry<K> {
 pub struct Allocator<K> {
     layout: Layout,
     held: BTreeMap<Addr, Entry<K>>,
-    by_key: BTreeMap<K, BTreeSet<Addr>>,
+    /// Sorted addresses per key. A key holds one address per family at
+    /// most in practice, so a Vec is smaller and faster than a tree node.
+    by_key: BTreeMap<K, Vec<Addr>>,
     /// Addresses whose holders share under a given key: the only candidates
     /// for sharing, so finding one never scans the pool.
     by_share_key: BTreeMap<String, BTreeSet<Addr>>,
@@ -224,7 +226,7 @@ impl<K: Ord + Clone + Display> Allocator<K> {
                         remove_from_index(&mut self.by_share_key, sk, addr);
                     }
                     for (key, _) in entry.holders {
-                        remove_from_index(&mut self.by_key, &key, addr);
+                        remove_key_addr(&mut self.by_key, &key, addr);
                         evicted.entry(key).or_default().push(addr.ip());
                     }
                 }
@@ -239,7 +241,8 @@ impl<K: Ord + Clone + Display> Allocator<K> {
     ///
     /// If `key` already holds an address of that family in that pool, that
     /// address is kept (with `sharing` re-checked against its co-holders),
-    /// so repeating a call is idempotent.
+    /// so repeating a call is idempotent. Addresses `key` holds in other
+    /// pools are left alone: moving a service is release, then allocate.
     pub fn allocate_next(
         &mut self,
         pool: &str,
@@ -259,24 +262,50 @@ impl<K: Ord + Clone + Display> Allocator<K> {
                 family,
             });
         }
-        if let Some(addr) = self.held_in(&key, idx, family) {
-            self.check_share(addr, &key, &sharing)?;
-            self.hold(addr, idx, key, sharing);
-            return Ok(addr.ip());
-        }
-        let lowest_free = fam
-            .free
-            .first()
-            .map(|slot| Addr::new(family, fam.slots.addr(slot)));
-        let shareable = self.lowest_shareable(idx, family, &key, &sharing, lowest_free);
-        let addr = match (lowest_free, shareable) {
-            (Some(f), Some(s)) => f.min(s),
-            (f, s) => f.or(s).ok_or_else(|| AllocError::Exhausted {
-                pool: pool.to_string(),
-                family,
-            })?,
+        // One `by_key` search for a new key: its vacant entry stays open
+        // while the address is picked from the other (disjoint) fields.
+        let vacant = match self.by_key.entry(key) {
+            btree_map::Entry::Vacant(vacant) => vacant,
+            btree_map::Entry::Occupied(occupied) => {
+                let key = occupied.key().clone();
+                if let Some(addr) = self.held_in(&key, idx, family) {
+                    self.check_share(addr, &key, &sharing)?;
+                    self.hold(addr, idx, key, sharing);
+                    return Ok(addr.ip());
+                }
+                let addr = pick(
+                    &self.layout,
+                    &self.held,
+                    &self.by_share_key,
+                    idx,
+                    family,
+                    &key,
+                    &sharing,
+                )?;
+                self.hold(addr, idx, key, sharing);
+                return Ok(addr.ip());
+            }
         };
-        self.hold(addr, idx, key, sharing);
+        let addr = pick(
+            &self.layout,
+            &self.held,
+            &self.by_share_key,
+            idx,
+            family,
+            vacant.key(),
+            &sharing,
+        )?;
+        let key = vacant.key().clone();
+        vacant.insert(vec![addr]);
+        hold_addr(
+            &mut self.layout,
+            &mut self.held,
+            &mut self.by_share_key,
+            addr,
+            idx,
+            key,
+            sharing,
+        );
         Ok(addr.ip())
     }
 
@@ -333,9 +362,10 @@ impl<K: Ord + Clone + Display> Allocator<K> {
         let Some(set) = self.by_key.get_mut(key) else {
             return false;
         };
-        if !set.remove(&addr) {
+        let Ok(pos) = set.binary_search(&addr) else {
             return false;
-        }
+        };
+        set.remove(pos);
         if set.is_empty() {
             self.by_key.remove(key);
         }
@@ -407,32 +437,9 @@ impl<K: Ord + Clone + Display> Allocator<K> {
 
     fn held_in(&self, key: &K, pool: usize, family: Family) -> Option<Addr> {
         let set = self.by_key.get(key)?;
-        set.range(Addr::new(family, 0)..=Addr::new(family, u128::MAX))
+        set.iter()
             .copied()
-            .find(|a| self.held.get(a).is_some_and(|e| e.pool == pool))
-    }
-
-    /// Lowest address in (`pool`, `family`) below `bound` whose holders all
-    /// accept `sharing`. Only addresses already under the same sharing key
-    /// can qualify, so only those are visited.
-    fn lowest_shareable(
-        &self,
-        pool: usize,
-        family: Family,
-        key: &K,
-        sharing: &Sharing,
-        bound: Option<Addr>,
-    ) -> Option<Addr> {
-        let sk = sharing.key.as_ref()?;
-        let upper = bound.unwrap_or(Addr::new(family, u128::MAX));
-        self.by_share_key
-            .get(sk)?
-            .range(Addr::new(family, 0)..=upper)
-            .copied()
-            .find(|addr| {
-                let entry = &self.held[addr];
-                entry.pool == pool && conflict(entry, key, sharing).is_none()
-            })
+            .find(|a| a.family == family && self.held.get(a).is_some_and(|e| e.pool == pool))
     }
 
     fn check_share(&self, addr: Addr, key: &K, sharing: &Sharing) -> Result<(), AllocError> {
@@ -448,43 +455,19 @@ impl<K: Ord + Clone + Display> Allocator<K> {
 
     /// Records `key` as a holder of `addr` (already checked compatible).
     fn hold(&mut self, addr: Addr, pool: usize, key: K, sharing: Sharing) {
-        self.by_key.entry(key.clone()).or_default().insert(addr);
-        let new_share_key = sharing.key.clone();
-        match self.held.get_mut(&addr) {
-            Some(entry) => {
-                let old_share_key = entry.share_key().cloned();
-                match entry.holders.iter_mut().find(|(k, _)| *k == key) {
-                    Some(slot) => slot.1 = sharing,
-                    None => entry.holders.push((key, sharing)),
-                }
-                // Only a sole holder can change the key: co-holders would
-                // have refused a different one.
-                if old_share_key != new_share_key {
-                    if let Some(old) = old_share_key {
-                        remove_from_index(&mut self.by_share_key, &old, addr);
-                    }
-                    if let Some(new) = new_share_key {
-                        self.by_share_key.entry(new).or_default().insert(addr);
-                    }
-                }
-            }
-            None => {
-                let fam = &mut self.layout.pools[pool].families[addr.family.index()];
-                let taken = fam.free.take(fam.slots.slot(addr.value));
-                debug_assert!(taken, "an address not held is free");
-                fam.in_use += 1;
-                if let Some(new) = new_share_key {
-                    self.by_share_key.entry(new).or_default().insert(addr);
-                }
-                self.held.insert(
-                    addr,
-                    Entry {
-                        pool,
-                        holders: vec![(key, sharing)],
-                    },
-                );
-            }
+        let mine = self.by_key.entry(key.clone()).or_default();
+        if let Err(pos) = mine.binary_search(&addr) {
+            mine.insert(pos, addr);
         }
+        hold_addr(
+            &mut self.layout,
+            &mut self.held,
+            &mut self.by_share_key,
+            addr,
+            pool,
+            key,
+            sharing,
+        );
     }
 
     /// Removes `key` from `addr`'s holders, freeing it if none remain. The
@@ -513,6 +496,92 @@ impl<K: Ord + Clone + Display> Allocator<K> {
     }
 }
 
+/// Lowest address of (`pool`, `family`) that is free or whose holders all
+/// accept `sharing`. Takes the fields it reads rather than `&Allocator` so
+/// that a caller can keep an entry of `by_key` open meanwhile.
+fn pick<K: PartialEq>(
+    layout: &Layout,
+    held: &BTreeMap<Addr, Entry<K>>,
+    by_share_key: &BTreeMap<String, BTreeSet<Addr>>,
+    pool: usize,
+    family: Family,
+    key: &K,
+    sharing: &Sharing,
+) -> Result<Addr, AllocError> {
+    let fam = &layout.pools[pool].families[family.index()];
+    let lowest_free = fam
+        .free
+        .first()
+        .map(|slot| Addr::new(family, fam.slots.addr(slot)));
+    // Only addresses already under the same sharing key can be shared, and
+    // only those below the lowest free one matter.
+    let upper = lowest_free.unwrap_or(Addr::new(family, u128::MAX));
+    let shareable = sharing.key.as_ref().and_then(|sk| {
+        by_share_key
+            .get(sk)?
+            .range(Addr::new(family, 0)..=upper)
+            .copied()
+            .find(|addr| {
+                let entry = &held[addr];
+                entry.pool == pool && conflict(entry, key, sharing).is_none()
+            })
+    });
+    match (lowest_free, shareable) {
+        (Some(f), Some(s)) => Ok(f.min(s)),
+        (f, s) => f.or(s).ok_or_else(|| AllocError::Exhausted {
+            pool: layout.pools[pool].pool.name.clone(),
+            family,
+        }),
+    }
+}
+
+/// Records `key` as a holder of `addr` (already checked compatible) in
+/// everything but `by_key`, which the caller updates.
+fn hold_addr<K: PartialEq>(
+    layout: &mut Layout,
+    held: &mut BTreeMap<Addr, Entry<K>>,
+    by_share_key: &mut BTreeMap<String, BTreeSet<Addr>>,
+    addr: Addr,
+    pool: usize,
+    key: K,
+    sharing: Sharing,
+) {
+    match held.entry(addr) {
+        btree_map::Entry::Occupied(mut occupied) => {
+            let entry = occupied.get_mut();
+            let old_share_key = entry.share_key().cloned();
+            let new_share_key = sharing.key.clone();
+            match entry.holders.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = sharing,
+                None => entry.holders.push((key, sharing)),
+            }
+            // Only a sole holder can change the key: co-holders would
+            // have refused a different one.
+            if old_share_key != new_share_key {
+                if let Some(old) = old_share_key {
+                    remove_from_index(by_share_key, &old, addr);
+                }
+                if let Some(new) = new_share_key {
+                    by_share_key.entry(new).or_default().insert(addr);
+                }
+            }
+        }
+        btree_map::Entry::Vacant(vacant) => {
+            let fam = &mut layout.pools[pool].families[addr.family.index()];
+            let taken = fam.free.take(fam.slots.slot(addr.value));
+            debug_assert!(taken, "an address not held is free");
+            fam.in_use += 1;
+            if let Some(new) = &sharing.key {
+                by_share_key.entry(new.clone()).or_default().insert(addr);
+            }
+            vacant.insert(Entry {
+                pool,
+                holders: vec![(key, sharing)],
+            });
+        }
+    }
+}
+
 /// First holder of `entry` other than `key` that refuses `sharing`.
 fn conflict<'a, K: PartialEq>(
     entry: &'a Entry<K>,
@@ -524,6 +593,15 @@ fn conflict<'a, K: PartialEq>(
         .iter()
         .filter(|(k, _)| k != key)
         .find_map(|(k, s)| sharing.check_compatible(s).err().map(|c| (k, c)))
+}
+
+fn remove_key_addr<K: Ord>(by_key: &mut BTreeMap<K, Vec<Addr>>, key: &K, addr: Addr) {
+    if let Some(v) = by_key.get_mut(key) {
+        v.retain(|a| *a != addr);
+        if v.is_empty() {
+            by_key.remove(key);
+        }
+    }
 }
 
 fn remove_from_index<I, Q>(index: &mut BTreeMap<I, BTreeSet<Addr>>, key: &Q, addr: Addr)

@@ -65,52 +65,76 @@ impl SlotMap {
     }
 }
 
-/// Disjoint, non-adjacent inclusive intervals of free slots, keyed by start.
-/// Its size is bounded by (ranges + allocated addresses), not by pool size.
+/// Disjoint, non-adjacent inclusive intervals of free slots. Its size is
+/// bounded by (ranges + allocated addresses), not by pool size.
+///
+/// Keyed by interval *end* (value = start): taking the lowest free slot,
+/// the common case, only moves an interval's start, which is an in-place
+/// update of the value instead of a remove and re-insert.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct FreeSet {
-    intervals: BTreeMap<u128, u128>,
+    by_end: BTreeMap<u128, u128>,
 }
 
 impl FreeSet {
-    /// Adds a whole interval; it must not touch anything already free
-    /// (pool ranges are disjoint, which the configuration check ensures).
+    /// Adds a whole interval of slots not yet free. Merging with touching
+    /// neighbours keeps the "non-adjacent" invariant when a pool is given
+    /// as adjacent ranges (a-b, b+1-c).
     pub fn add_interval(&mut self, start: u128, end: u128) {
         debug_assert!(start <= end);
-        self.intervals.insert(start, end);
-        // Pools given as adjacent ranges (a-b, b+1-c) would otherwise leave
-        // two touching intervals; merging keeps the "non-adjacent" invariant
-        // that `put` relies on.
-        self.merge_around(start);
+        debug_assert!(
+            self.by_end
+                .range(start..)
+                .next()
+                .is_none_or(|(_, &s)| s > end)
+        );
+        let mut start = start;
+        if let Some(prev_end) = start.checked_sub(1)
+            && let Some(prev_start) = self.by_end.remove(&prev_end)
+        {
+            start = prev_start;
+        }
+        if let Some(after) = end.checked_add(1)
+            && let Some((_, next_start)) = self.by_end.range_mut(after..).next()
+            && *next_start == after
+        {
+            *next_start = start;
+            return;
+        }
+        self.by_end.insert(end, start);
     }
 
     pub fn first(&self) -> Option<u128> {
-        self.intervals.first_key_value().map(|(&s, _)| s)
+        self.by_end.first_key_value().map(|(_, &s)| s)
     }
 
     pub fn contains(&self, slot: u128) -> bool {
-        self.containing(slot).is_some()
-    }
-
-    fn containing(&self, slot: u128) -> Option<(u128, u128)> {
-        self.intervals
-            .range(..=slot)
-            .next_back()
-            .filter(|&(_, &e)| e >= slot)
-            .map(|(&s, &e)| (s, e))
+        self.by_end
+            .range(slot..)
+            .next()
+            .is_some_and(|(_, &s)| s <= slot)
     }
 
     /// Marks `slot` used; false if it was not free.
     pub fn take(&mut self, slot: u128) -> bool {
-        let Some((s, e)) = self.containing(slot) else {
+        let Some((&end, start)) = self.by_end.range_mut(slot..).next() else {
             return false;
         };
-        self.intervals.remove(&s);
-        if s < slot {
-            self.intervals.insert(s, slot - 1);
+        let s = *start;
+        if s > slot {
+            return false;
         }
-        if slot < e {
-            self.intervals.insert(slot + 1, e);
+        if slot < end {
+            // The interval keeps its end: shrink or split in place.
+            *start = slot + 1;
+            if s < slot {
+                self.by_end.insert(slot - 1, s);
+            }
+        } else {
+            self.by_end.remove(&end);
+            if s < slot {
+                self.by_end.insert(slot - 1, s);
+            }
         }
         true
     }
@@ -118,32 +142,12 @@ impl FreeSet {
     /// Marks a used `slot` free again, merging with its neighbours.
     pub fn put(&mut self, slot: u128) {
         debug_assert!(!self.contains(slot));
-        self.intervals.insert(slot, slot);
-        self.merge_around(slot);
-    }
-
-    /// Merges the interval starting at `start` with touching neighbours.
-    fn merge_around(&mut self, start: u128) {
-        let mut s = start;
-        let mut e = self.intervals[&start];
-        if let Some(after) = e.checked_add(1)
-            && let Some(next_end) = self.intervals.remove(&after)
-        {
-            e = next_end;
-            self.intervals.insert(s, e);
-        }
-        if let Some((&ps, &pe)) = self.intervals.range(..s).next_back()
-            && pe.checked_add(1) == Some(s)
-        {
-            self.intervals.remove(&s);
-            s = ps;
-            self.intervals.insert(s, e);
-        }
+        self.add_interval(slot, slot);
     }
 
     /// Number of stored intervals (memory is proportional to this).
     pub fn interval_count(&self) -> usize {
-        self.intervals.len()
+        self.by_end.len()
     }
 }
 
@@ -205,5 +209,32 @@ mod tests {
         assert!(f.take(0));
         f.put(0);
         assert_eq!(f.interval_count(), 2);
+    }
+
+    proptest::proptest! {
+        /// Random take/put sequences against a plain set of free slots; also
+        /// checks intervals stay maximal (count == number of runs).
+        #[test]
+        fn free_set_matches_plain_set(ops in proptest::collection::vec((proptest::bool::ANY, 0u128..40), 0..200)) {
+            let mut f = FreeSet::default();
+            f.add_interval(0, 9);
+            f.add_interval(20, 39);
+            f.add_interval(10, 14);
+            let mut model: std::collections::BTreeSet<u128> = (0..15).chain(20..40).collect();
+            for (take, slot) in ops {
+                if take {
+                    proptest::prop_assert_eq!(f.take(slot), model.remove(&slot));
+                } else if !model.contains(&slot) && !(15..20).contains(&slot) {
+                    f.put(slot);
+                    model.insert(slot);
+                }
+                proptest::prop_assert_eq!(f.first(), model.first().copied());
+                for x in 0..41 {
+                    proptest::prop_assert_eq!(f.contains(x), model.contains(&x));
+                }
+                let runs = model.iter().filter(|&&x| x == 0 || !model.contains(&(x - 1))).count();
+                proptest::prop_assert_eq!(f.interval_count(), runs);
+            }
+        }
     }
 }
