@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferrolb_integration::lab::process::{self, DaemonSpec};
-use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, LabPaths, teardown};
+use ferrolb_integration::lab::{IpFamily, LOCK_WAIT, Lab, LabOptions, LabPaths, lock, teardown};
 
 fn options() -> LabOptions {
     LabOptions {
@@ -210,6 +210,7 @@ async fn down_cleans_up_after_a_crash() {
     // Crash: the handle is gone and the state file lost.
     lab.disown();
     drop(lab);
+    let _lock = lock::acquire(LOCK_WAIT).expect("lab lock");
     std::fs::remove_file(paths.state_file()).unwrap();
 
     teardown::down(&paths).expect("down after crash");

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, LabPaths, ProxyMode, kubeapi, teardown};
+use ferrolb_integration::lab::{
+    IpFamily, Lab, LabOptions, LabPaths, ProxyMode, kubeapi, lock, teardown,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -161,6 +163,12 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let paths = LabPaths::from_env();
+    // Commands that change the lab own it while they run; a test that owns
+    // it makes them fail at once instead of wrecking the test.
+    let _lock = match command {
+        Command::Env | Command::Exec { .. } | Command::Status => None,
+        _ => Some(lock::acquire(Duration::from_secs(2))?),
+    };
     match command {
         Command::Up(args) => {
             let start = Instant::now();

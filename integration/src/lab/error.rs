@@ -57,6 +57,15 @@ pub enum LabError {
     )]
     FerrolbMissing(&'static str),
 
+    /// Another process owns the machine's lab.
+    #[error(
+        "the lab is in use by another process ({holder}); wait for it to finish (namespace names are machine-wide, so there is one lab per machine)"
+    )]
+    Busy {
+        /// Pid and command line of the holder.
+        holder: String,
+    },
+
     /// The operation would break the lab.
     #[error("refused: {0}")]
     Refused(String),

@@ -19,6 +19,7 @@ pub(crate) mod cmd;
 pub mod components;
 pub mod error;
 pub mod kubeapi;
+pub mod lock;
 pub mod paths;
 pub mod process;
 pub mod teardown;
@@ -43,6 +44,10 @@ pub use topology::{Host, IpFamily, Role, Topology};
 /// Environment variable that keeps a test's lab up after the test, for
 /// debugging (`FERROLB_LAB_KEEP=1`).
 pub const ENV_KEEP: &str = "FERROLB_LAB_KEEP";
+
+/// How long [`Lab::up`] waits for another process's lab (another test run)
+/// to finish.
+pub const LOCK_WAIT: Duration = Duration::from_secs(900);
 
 /// kube-proxy's backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -183,21 +188,27 @@ pub struct Lab {
     topology: Topology,
     /// Tear down on drop (labs made by [`Lab::up`]).
     owned: bool,
+    /// The machine's lab lock, for labs made by [`Lab::up`]; released after
+    /// teardown (fields drop after `Drop::drop`).
+    _lock: Option<lock::LabLock>,
 }
 
 impl Lab {
-    /// A fresh lab for a test: removes any lab left over on this machine,
-    /// builds a new one and returns a guard that tears it down on drop. A
-    /// bring-up that fails is torn down before the error is returned.
+    /// A fresh lab for a test: waits (at most [`LOCK_WAIT`]) until no other
+    /// process owns the machine's lab, removes any lab left over, builds a
+    /// new one and returns a guard that tears it down on drop. A bring-up
+    /// that fails is torn down before the error is returned.
     pub async fn up(options: LabOptions) -> Result<Lab> {
         let paths = LabPaths::from_env();
         require_root()?;
+        let lock = lock::acquire(LOCK_WAIT)?;
         teardown::down(&paths)?;
         let lab = Lab {
             topology: Topology::new(options.workers, options.ip_family),
             paths,
             options,
             owned: true,
+            _lock: Some(lock),
         };
         lab.bring_up().await?;
         Ok(lab)
@@ -205,7 +216,7 @@ impl Lab {
 
     /// Brings the lab at `paths` to the state `options` describe, keeping
     /// whatever already runs (idempotent `lab up`). The handle does not tear
-    /// the lab down on drop.
+    /// the lab down on drop, and the caller is in charge of the lab lock.
     pub async fn ensure(paths: LabPaths, options: LabOptions) -> Result<Lab> {
         require_root()?;
         if let Some(running) = read_options(&paths)?
@@ -220,6 +231,7 @@ impl Lab {
             paths,
             options,
             owned: false,
+            _lock: None,
         };
         lab.bring_up().await?;
         Ok(lab)
@@ -238,6 +250,7 @@ impl Lab {
             paths,
             options,
             owned: false,
+            _lock: None,
         })
     }
 
@@ -1004,6 +1017,7 @@ mod tests {
             options: LabOptions::default(),
             topology: Topology::new(2, IpFamily::Ipv4),
             owned: false,
+            _lock: None,
         };
         let env = lab.env_lines();
         assert!(env.contains("export KUBECONFIG='/r/.lab/kubeconfig'\n"));

@@ -109,11 +109,13 @@ pub fn down(paths: &LabPaths) -> Result<()> {
 
     if let Some(namespaces) = errs.collect(topology::lab_netns()) {
         for ns in namespaces {
-            if errs
-                .collect(Cmd::ip(&["netns", "delete", &ns]).run())
-                .is_some()
-            {
+            let result = Cmd::ip(&["netns", "delete", &ns]).run();
+            // Gone meanwhile (a node agent deleting its pod's netns) is fine.
+            let gone = || !topology::list_netns().unwrap_or_default().contains(&ns);
+            if result.is_ok() || gone() {
                 tracing::debug!(netns = %ns, "netns deleted");
+            } else {
+                errs.collect(result);
             }
         }
     }
