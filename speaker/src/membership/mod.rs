@@ -69,6 +69,10 @@ pub struct Config {
     /// `probe_interval`.
     pub ack_timeout: Duration,
     pub suspect_after_misses: u32,
+    /// After the misses, the monitor challenges the target directly (a
+    /// `Suspect` it refutes if alive) and votes only if nothing arrives from
+    /// it within this time.
+    pub confirm_timeout: Duration,
     /// Monitors per node (k).
     pub monitors: usize,
     /// Distinct monitor votes needed to declare a node dead.
@@ -95,6 +99,7 @@ impl Default for Config {
             probe_interval: Duration::from_millis(100),
             ack_timeout: Duration::from_millis(50),
             suspect_after_misses: 3,
+            confirm_timeout: Duration::from_millis(30),
             monitors: 3,
             confirmations: 2,
             vote_ttl: Duration::from_millis(300),
@@ -130,6 +135,9 @@ impl Config {
         }
         if self.ack_timeout >= self.probe_interval || self.probe_interval.is_zero() {
             return bad("ack_timeout must be shorter than a non-zero probe_interval");
+        }
+        if self.confirm_timeout.is_zero() {
+            return bad("confirm_timeout must be non-zero");
         }
         if self.suspect_after_misses == 0 {
             return bad("suspect_after_misses must be at least 1");
@@ -192,6 +200,10 @@ struct Watch {
     member: usize,
     misses: u32,
     probe_sent: Option<Instant>,
+    /// When we challenged it after too many misses.
+    challenged: Option<Instant>,
+    /// The challenge went unanswered; we are voting against it.
+    voting: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -471,6 +483,11 @@ impl Membership {
         for v in &self.verifying {
             t = t.min(v.probe_sent + self.config.ack_timeout);
         }
+        for w in &self.watches {
+            if let (Some(c), false) = (w.challenged, w.voting) {
+                t = t.min(c + self.config.confirm_timeout);
+            }
+        }
         t
     }
 
@@ -479,6 +496,7 @@ impl Membership {
             self.next_check = None;
             self.check_acks(now);
         }
+        self.check_challenges(now);
         if now >= self.next_probe {
             self.probe_round(now);
             self.next_probe += self.config.probe_interval;
@@ -537,7 +555,6 @@ impl Membership {
         let settled = self.members[sender]
             .revived_at
             .is_none_or(|t| now >= t + self.config.readmit_grace);
-        let spread = settled && matches!(msg.body, Body::Gossip { spread: true });
         // A sender we consider dead has a view that diverged from ours (it
         // was on the other side of a partition): its death claims about
         // others are stale until it is readmitted. Revivals stay safe to take
@@ -546,13 +563,13 @@ impl Membership {
         let mut corrections = Vec::new();
         for u in &msg.updates {
             if (trusted || !u.dead || u.node == self.name())
-                && let Some(c) = self.apply_update(u, sender, spread, now)
+                && let Some(c) = self.apply_update(u, sender, settled && u.news, now)
             {
                 corrections.push(c);
             }
         }
         for chunk in corrections.chunks(32) {
-            self.send(sender, Body::Gossip { spread: false }, chunk);
+            self.send(sender, Body::Gossip, chunk);
         }
         match msg.body {
             Body::Probe => self.send(sender, Body::Ack, &[]),
@@ -560,7 +577,7 @@ impl Membership {
                 target,
                 incarnation,
             } => self.on_suspect(sender, &target, incarnation, now),
-            Body::Ack | Body::Gossip { .. } => {}
+            Body::Ack | Body::Gossip => {}
         }
         self.finish(now);
     }
@@ -570,6 +587,8 @@ impl Membership {
         self.members[s].last_heard = Some(now);
         if let Some(w) = self.watches.iter_mut().find(|w| w.member == s) {
             w.misses = 0;
+            w.challenged = None;
+            w.voting = false;
         }
         let m = &mut self.members[s];
         if m.dead {
@@ -579,7 +598,7 @@ impl Membership {
             } else if !matches!(body, Body::Probe) {
                 // It has not heard that it was declared dead; tell it so it
                 // can refute. A probe gets the news in the ack instead.
-                self.send(s, Body::Gossip { spread: false }, &[]);
+                self.send(s, Body::Gossip, &[]);
             }
         } else if incarnation > m.incarnation {
             m.incarnation = incarnation;
@@ -606,7 +625,7 @@ impl Membership {
                 self.refute(u.incarnation);
                 // A death must be undone everywhere it may have spread.
                 self.fresh.push(self.me);
-                self.send(from, Body::Gossip { spread: false }, &[self.me]);
+                self.send_news(from, Body::Gossip, &[self.me]);
             } else if !u.dead && u.incarnation > mine {
                 // We restarted and lost our old incarnation; continue from it.
                 self.members[i].incarnation = u.incarnation;
@@ -663,8 +682,9 @@ impl Membership {
             node: self.members[i].name.to_string(),
             incarnation,
             dead: true,
+            news: false,
         };
-        self.send_with(i, Body::Probe, Some(claim), &[]);
+        self.send_with(i, Body::Probe, Some(claim), &[], false);
     }
 
     fn check_verifications(&mut self, now: Instant) {
@@ -742,7 +762,7 @@ impl Membership {
             to.sort_unstable();
             to.dedup();
             for p in to {
-                self.send(p, Body::Gossip { spread: false }, &[self.me]);
+                self.send(p, Body::Gossip, &[self.me]);
             }
             return;
         }
@@ -806,20 +826,55 @@ impl Membership {
             if misses < needed {
                 continue;
             }
-            self.stats.suspicions += 1;
-            let incarnation = self.members[t].incarnation;
-            let body = Body::Suspect {
-                target: self.members[t].name.to_string(),
-                incarnation,
+            let Some(w) = self.watches.iter_mut().find(|w| w.member == t) else {
+                continue;
             };
-            let mut to = self.successors(t);
-            to.retain(|&p| p != self.me);
-            to.push(t);
-            for p in to {
-                self.send(p, body.clone(), &[]);
+            if w.voting {
+                // Still silent: keep our vote fresh and re-tell the others.
+                self.vote_against(t, now);
+            } else if w.challenged.is_none() {
+                // Misses alone are often just loss; give the target one
+                // direct chance to answer before involving anyone else.
+                w.challenged = Some(now);
+                let body = Body::Suspect {
+                    target: self.members[t].name.to_string(),
+                    incarnation: self.members[t].incarnation,
+                };
+                self.send(t, body, &[]);
             }
-            self.add_vote(t, self.me, incarnation, now);
         }
+    }
+
+    fn check_challenges(&mut self, now: Instant) {
+        let timeout = self.config.confirm_timeout;
+        let mut due = Vec::new();
+        for w in &mut self.watches {
+            if let (Some(c), false) = (w.challenged, w.voting)
+                && now >= c + timeout
+            {
+                w.voting = true;
+                due.push(w.member);
+            }
+        }
+        for t in due {
+            self.vote_against(t, now);
+        }
+    }
+
+    fn vote_against(&mut self, t: usize, now: Instant) {
+        self.stats.suspicions += 1;
+        let incarnation = self.members[t].incarnation;
+        let body = Body::Suspect {
+            target: self.members[t].name.to_string(),
+            incarnation,
+        };
+        let mut to = self.successors(t);
+        to.retain(|&p| p != self.me);
+        to.push(t);
+        for p in to {
+            self.send(p, body.clone(), &[]);
+        }
+        self.add_vote(t, self.me, incarnation, now);
     }
 
     fn probe_dead(&mut self, _now: Instant) {
@@ -853,7 +908,7 @@ impl Membership {
             }
             for t in targets {
                 for chunk in fresh.chunks(32) {
-                    self.send(t, Body::Gossip { spread: true }, chunk);
+                    self.send_news(t, Body::Gossip, chunk);
                 }
             }
         }
@@ -902,6 +957,8 @@ impl Membership {
                         member: p,
                         misses: 0,
                         probe_sent: None,
+                        challenged: None,
+                        voting: false,
                     })
             })
             .collect();
@@ -923,16 +980,30 @@ impl Membership {
             node: m.name.to_string(),
             incarnation: m.incarnation,
             dead: m.dead,
+            news: false,
         }
     }
 
     /// Sends `body` to member `to` with `forced` updates first, then, space
     /// permitting, queued rumors and one rotating dead entry.
     fn send(&mut self, to: usize, body: Body, forced: &[usize]) {
-        self.send_with(to, body, None, forced);
+        self.send_with(to, body, None, forced, false);
     }
 
-    fn send_with(&mut self, to: usize, body: Body, first: Option<Update>, forced: &[usize]) {
+    /// Like `send`, with `forced` marked as news for the receiver to act on
+    /// and forward.
+    fn send_news(&mut self, to: usize, body: Body, forced: &[usize]) {
+        self.send_with(to, body, None, forced, true);
+    }
+
+    fn send_with(
+        &mut self,
+        to: usize,
+        body: Body,
+        first: Option<Update>,
+        forced: &[usize],
+        forced_news: bool,
+    ) {
         let me = self.me;
         let mut budget = MAX_DATAGRAM
             .saturating_sub(64 + wire::TAG_LEN + self.members[me].name.len() + MAX_NAME_LEN);
@@ -952,7 +1023,9 @@ impl Membership {
             push(self.update_for(to), &mut updates);
         }
         for &f in forced {
-            push(self.update_for(f), &mut updates);
+            let mut u = self.update_for(f);
+            u.news = forced_news;
+            push(u, &mut updates);
         }
         let mut carried = 0;
         for r in self.rumors.iter_mut() {
@@ -965,6 +1038,7 @@ impl Membership {
                     node: m.name.to_string(),
                     incarnation: m.incarnation,
                     dead: m.dead,
+                    news: true,
                 }
             };
             let before = updates.len();

@@ -120,18 +120,13 @@ fn being_declared_dead_is_refuted_and_the_refutation_revives() {
         node: "b".into(),
         incarnation: 0,
         dead: true,
+        news: true,
     };
-    a.handle_datagram(
-        now,
-        &msg("c", 1, Body::Gossip { spread: true }, vec![dead_b.clone()]),
-    );
+    a.handle_datagram(now, &msg("c", 1, Body::Gossip, vec![dead_b.clone()]));
     assert!(!a.is_alive("b"));
     assert_eq!(a.poll_event(), Some(Event::Down("b".into())));
 
-    b.handle_datagram(
-        now,
-        &msg("c", 1, Body::Gossip { spread: true }, vec![dead_b]),
-    );
+    b.handle_datagram(now, &msg("c", 1, Body::Gossip, vec![dead_b]));
     assert_eq!(b.incarnation(), 1);
     // Whatever b sends now carries incarnation 1 and revives it at a.
     while let Some(t) = b.poll_transmit() {
@@ -149,16 +144,15 @@ fn stale_death_does_not_override_newer_incarnation() {
         node: "c".into(),
         incarnation: 2,
         dead: false,
+        news: true,
     };
     let dead1 = Update {
         node: "c".into(),
         incarnation: 1,
         dead: true,
+        news: true,
     };
-    a.handle_datagram(
-        now,
-        &msg("b", 1, Body::Gossip { spread: true }, vec![alive2, dead1]),
-    );
+    a.handle_datagram(now, &msg("b", 1, Body::Gossip, vec![alive2, dead1]));
     assert!(a.is_alive("c"));
     assert_eq!(a.poll_event(), None);
 }

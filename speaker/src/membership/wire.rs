@@ -3,11 +3,11 @@
 //! ```text
 //! version u8 (=1) | kind u8 | sender: len u8 + UTF-8 | epoch u64 | seq u64
 //! | incarnation u64 | [Suspect: target len u8 + UTF-8 | target incarnation u64]
-//! | update count u8 | updates: (len u8 + UTF-8 | incarnation u64 | state u8)*
+//! | update count u8 | updates: (len u8 + UTF-8 | incarnation u64 | flags u8)*
 //! | HMAC-SHA256 tag over everything before it (32 bytes)
 //! ```
 //!
-//! Integers are big-endian. `epoch` identifies the sender's boot and `seq`
+//! Update flags: bit 0 dead, bit 1 news. Integers are big-endian. `epoch` identifies the sender's boot and `seq`
 //! counts its datagrams within that boot; together they let a receiver drop
 //! replays (see `replay`). The tag is checked before any field is trusted.
 
@@ -88,6 +88,10 @@ pub struct Update {
     pub node: String,
     pub incarnation: u64,
     pub dead: bool,
+    /// Set on fresh changes being disseminated (pushes and piggybacked
+    /// rumors), clear on anti-entropy repeats and claims sent for checking;
+    /// receivers act on news at once and verify the rest.
+    pub news: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,11 +104,8 @@ pub enum Body {
         target: String,
         incarnation: u64,
     },
-    /// Carries only updates. With `spread`, the updates are news (a death,
-    /// a revival, a refuted death) that every receiver it changes forwards.
-    Gossip {
-        spread: bool,
-    },
+    /// Carries only updates.
+    Gossip,
 }
 
 impl Body {
@@ -113,8 +114,7 @@ impl Body {
             Body::Probe => 1,
             Body::Ack => 2,
             Body::Suspect { .. } => 3,
-            Body::Gossip { spread: false } => 4,
-            Body::Gossip { spread: true } => 5,
+            Body::Gossip => 4,
         }
     }
 }
@@ -164,7 +164,7 @@ impl Message {
         for u in &self.updates {
             put_name(&mut out, &u.node)?;
             out.extend_from_slice(&u.incarnation.to_be_bytes());
-            out.push(u8::from(u.dead));
+            out.push(u8::from(u.dead) | (u8::from(u.news) << 1));
         }
         let tag = key.tag(&out);
         out.extend_from_slice(&tag);
@@ -196,8 +196,7 @@ impl Message {
                 target: r.name()?,
                 incarnation: r.u64()?,
             },
-            4 => Body::Gossip { spread: false },
-            5 => Body::Gossip { spread: true },
+            4 => Body::Gossip,
             other => return Err(WireError::Kind(other)),
         };
         let count = r.u8()?;
@@ -205,15 +204,15 @@ impl Message {
         for _ in 0..count {
             let node = r.name()?;
             let incarnation = r.u64()?;
-            let dead = match r.u8()? {
-                0 => false,
-                1 => true,
-                other => return Err(WireError::State(other)),
-            };
+            let state = r.u8()?;
+            if state > 3 {
+                return Err(WireError::State(state));
+            }
             updates.push(Update {
                 node,
                 incarnation,
-                dead,
+                dead: state & 1 != 0,
+                news: state & 2 != 0,
             });
         }
         if r.at != data.len() {
@@ -282,11 +281,13 @@ mod tests {
                     node: "node-c".into(),
                     incarnation: 1,
                     dead: true,
+                    news: true,
                 },
                 Update {
                     node: "node-d".into(),
                     incarnation: 0,
                     dead: false,
+                    news: false,
                 },
             ],
         }
@@ -313,6 +314,7 @@ mod tests {
                 node: "n2".into(),
                 incarnation: 4,
                 dead: true,
+                news: false,
             }],
         };
         let bytes = m.encode(&key()).unwrap();
