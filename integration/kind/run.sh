@@ -139,8 +139,8 @@ spec:
   ports: [{port: 80, targetPort: 8080}]
 EOF
   k rollout status deploy/smoke --timeout 180s
-  local ip="" i
-  for i in $(seq 1 60); do
+  local ip=""
+  for _ in $(seq 1 60); do
     ip="$(k get svc smoke -o jsonpath='{.status.loadBalancer.ingress[0].ip}')"
     [ -n "$ip" ] && break
     sleep 2
@@ -148,7 +148,7 @@ EOF
   [ -n "$ip" ] || { k describe svc smoke; die "no address allocated to default/smoke"; }
   echo "allocated $ip"
   local mac
-  for i in $(seq 1 30); do
+  for _ in $(seq 1 30); do
     if docker exec "$client" arping -c 1 -w 2 -I eth0 "$ip" >/dev/null 2>&1; then break; fi
     sleep 1
   done

@@ -345,6 +345,9 @@ fn chart_lints_and_renders_with_every_value_set() {
     ]);
     assert_eq!(count(&objs).get("IPAddressPool"), Some(&2));
     assert_eq!(count(&objs).get("L2Advertisement"), Some(&2));
+    // An advertisement without spec is sent with an empty one (every pool).
+    let every = find(&objs, "L2Advertisement", "everything");
+    assert!(every.text.contains("spec:\n  {}"), "{}", every.text);
     let second = find(&objs, "IPAddressPool", "second-pool");
     assert!(second.text.contains("autoAssign: false"), "{}", second.text);
     assert!(second.text.contains("tier: internal"), "{}", second.text);
@@ -401,6 +404,17 @@ fn chart_lints_and_renders_with_every_value_set() {
     assert!(err.contains("no FRR/BGP speaker"), "{err}");
     let err = helm.fails(&["template", RELEASE, &c, "--set", "controller.logLevel=loud"]);
     assert!(err.contains("logLevel"), "{err}");
+    // values.schema.json: types and required fields.
+    let err = helm.fails(&["template", RELEASE, &c, "--set", "controller.replicas=two"]);
+    assert!(err.contains("/controller/replicas"), "{err}");
+    let err = helm.fails(&[
+        "template",
+        RELEASE,
+        &c,
+        "--set",
+        "ipAddressPools[0].spec.autoAssign=false",
+    ]);
+    assert!(err.contains("missing property 'name'"), "{err}");
     let err = helm.fails(&[
         "template",
         RELEASE,
