@@ -9,6 +9,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+pub mod burst;
+pub mod filter;
+pub mod iface;
+pub mod raw;
+pub mod responder;
+pub mod socket;
+#[cfg(test)]
+mod testvectors;
+
+pub use raw::{AnnounceError, RawAnnouncer, RawConfig};
+
 /// How one led address is announced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnnounceSpec {
