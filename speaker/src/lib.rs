@@ -1,6 +1,28 @@
-//! ferrolb speaker (see README).
+//! ferrolb speaker: makes LoadBalancer addresses reachable on the LAN (layer 2).
+//!
+//! One speaker runs on every node (host network). The model:
+//!
+//! - **Eligibility** ([`run::state`]): from the API (Services with status addresses,
+//!   EndpointSlice readiness per node, Nodes, the MetalLB configuration) each speaker
+//!   computes, per address, which nodes may announce it: nodes matching an
+//!   L2Advertisement of the address's pool, not excluded, Ready, with a ready local
+//!   endpoint when the Service's traffic policy is Local; nobody when no endpoint is
+//!   ready. Addresses shared by several Services use the union of their eligible nodes.
+//! - **Liveness** ([`membership`]): the speakers check each other over authenticated
+//!   UDP (key from a Secret); each has a live set, and stops announcing when it finds
+//!   itself isolated. Without the key a speaker announces nothing.
+//! - **Election** ([`election`]): per address, rendezvous hashing over eligible ∩ live
+//!   picks one leader. Every speaker computes the same function over the same inputs,
+//!   so they agree without a coordinator and without the API server on the failover
+//!   path.
+//! - **Announcement** ([`announce`]): the leader answers ARP/NDP for its addresses and
+//!   sends gratuitous announcements on takeover.
+//! - **Runtime** ([`run`]): the single task that ties the four together, writes
+//!   `nodeAssigned` events and ServiceL2Status objects, exports MetalLB's metrics and,
+//!   on SIGTERM, hands its addresses over before it stops answering.
 
 pub mod announce;
 pub mod election;
 pub mod membership;
 pub mod packet;
+pub mod run;

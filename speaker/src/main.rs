@@ -1,0 +1,134 @@
+//! `ferrolb-speaker`: announces LoadBalancer addresses from this node (see the crate
+//! docs).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use ferrolb_speaker::announce::Announcer;
+use ferrolb_speaker::membership;
+use ferrolb_speaker::run::{self, logonly::LogAnnouncer, metrics::Metrics};
+use kube::Client;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AnnouncerKind {
+    /// Raw sockets: answer ARP/NDP and send gratuitous announcements (needs
+    /// CAP_NET_RAW and the host network).
+    Raw,
+    /// Log what would be announced; touch nothing (for tests without root).
+    None,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferrolb-speaker",
+    version,
+    about = "Announces LoadBalancer addresses on the local network (layer 2)"
+)]
+struct Args {
+    /// This node's name, as in the Node object.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Namespace holding the configuration and the membership Secret.
+    #[arg(long, env = "METALLB_NAMESPACE", default_value = "metallb-system")]
+    namespace: String,
+    /// Name of the legacy ConfigMap.
+    #[arg(long, default_value = "config")]
+    config: String,
+    /// Secret holding the membership key under `secretkey`. Without it the speaker
+    /// announces nothing and reports not ready.
+    #[arg(long, default_value = "ferrolb-memberlist")]
+    memberlist_secret: String,
+    /// UDP port of the membership, bound on the node's InternalIP.
+    #[arg(long, default_value_t = 7946)]
+    memberlist_port: u16,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:7473")]
+    metrics_addr: SocketAddr,
+    /// Only handle Services with this spec.loadBalancerClass (default: Services without one).
+    #[arg(long)]
+    lb_class: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+    /// How addresses are announced.
+    #[arg(long, value_enum, default_value = "raw")]
+    announcer: AnnouncerKind,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match args.announcer {
+        AnnouncerKind::None => serve(args, LogAnnouncer::default()).await,
+        AnnouncerKind::Raw => serve(args, raw_announcer()?).await,
+    }
+}
+
+/// The real announcer. Switching implementations is this one function.
+fn raw_announcer() -> anyhow::Result<impl Announcer + 'static> {
+    anyhow::bail!("the raw announcer is not built into this speaker yet; use --announcer none");
+    #[allow(unreachable_code)]
+    Ok(LogAnnouncer::default())
+}
+
+async fn serve<A: Announcer + 'static>(args: Args, announcer: A) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let metrics = Arc::new(Metrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let ready = Arc::new(AtomicBool::new(false));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let http = tokio::spawn(ferrolb_k8s::http::serve(
+        args.metrics_addr,
+        Arc::new(registry),
+        ready.clone(),
+        shutdown_rx.clone(),
+    ));
+
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+
+    let opts = run::Options {
+        node_name: args.node_name.clone(),
+        namespace: args.namespace.clone(),
+        configmap: args.config.clone(),
+        memberlist_secret: args.memberlist_secret.clone(),
+        memberlist_port: args.memberlist_port,
+        lb_class: args.lb_class.clone(),
+        membership: membership::Config::default(),
+    };
+    let result = run::run(client, opts, announcer, metrics, ready, shutdown_rx)
+        .await
+        .map_err(anyhow::Error::from);
+    if let Err(e) = &result {
+        error!(error = %e, "speaker stopped");
+    }
+    http.abort();
+    result
+}

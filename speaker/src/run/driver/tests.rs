@@ -1,0 +1,394 @@
+//! Several drivers over an in-memory network with a simulated clock (1 ms steps,
+//! 1 ms one-way latency), with the real membership and the fake announcer.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::announce::FakeAnnouncer;
+use crate::run::state::{EXCLUDE_LABEL, NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
+
+const PORT: u16 = 7946;
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+const ADDRS: [&str; 3] = ["198.51.100.10", "198.51.100.11", "198.51.100.12"];
+const STEP: Duration = Duration::from_millis(1);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn node_ip(i: usize) -> IpAddr {
+    IpAddr::from([192, 0, 2, 11 + u8::try_from(i).unwrap()])
+}
+
+fn world() -> World {
+    let loaded = ferrolb_config::load::from_yaml(
+        "apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: first, namespace: metallb-system}
+spec: {addresses: [198.51.100.10-198.51.100.12]}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: l2, namespace: metallb-system}
+",
+    )
+    .unwrap();
+    let mut w = World {
+        config: Some(ferrolb_config::Config::build(&loaded.sources).unwrap()),
+        ..Default::default()
+    };
+    for (i, n) in NAMES.iter().enumerate() {
+        w.nodes.insert(
+            n.to_string(),
+            NodeInfo {
+                ready: true,
+                internal_ip: Some(node_ip(i)),
+                ..Default::default()
+            },
+        );
+    }
+    let key = ServiceKey::new("default", "echo");
+    w.services.insert(
+        key.clone(),
+        ServiceInfo {
+            ips: ADDRS.iter().map(|a| ip(a)).collect(),
+            local: false,
+        },
+    );
+    w.slices.insert(
+        key,
+        BTreeMap::from([(
+            "s".to_string(),
+            SliceReadiness {
+                any_ready: true,
+                ready_nodes: BTreeSet::from(["n1".to_string()]),
+            },
+        )]),
+    );
+    w
+}
+
+struct Net {
+    start: Instant,
+    now: Instant,
+    nodes: Vec<Driver<FakeAnnouncer>>,
+    /// (deliver at, from, to, payload)
+    wire: VecDeque<(Instant, usize, usize, Vec<u8>)>,
+    crashed: BTreeSet<usize>,
+    /// Nodes whose links are cut (they run, but nothing reaches them or leaves them).
+    cut: BTreeSet<usize>,
+    log: Vec<(usize, Transition)>,
+}
+
+impl Net {
+    fn new(with_key: bool) -> Net {
+        let now = Instant::now();
+        let mut nodes = Vec::new();
+        for n in NAMES {
+            let mut d = Driver::new(
+                n,
+                PORT,
+                membership::Config::default(),
+                FakeAnnouncer::default(),
+            );
+            *d.world_mut() = world();
+            d.api_changed(now);
+            if with_key {
+                d.set_key(Some(Key::new(b"lab-secret-0123456789").unwrap()), 1, now)
+                    .unwrap();
+            }
+            nodes.push(d);
+        }
+        Net {
+            start: now,
+            now,
+            nodes,
+            wire: VecDeque::new(),
+            crashed: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn index_of(addr: SocketAddr) -> usize {
+        assert_eq!(addr.port(), PORT);
+        (0..NAMES.len()).find(|&i| node_ip(i) == addr.ip()).unwrap()
+    }
+
+    fn step(&mut self) {
+        self.now += STEP;
+        let now = self.now;
+        while self.wire.front().is_some_and(|(at, ..)| *at <= now) {
+            let (_, from, to, payload) = self.wire.pop_front().unwrap();
+            let blocked =
+                self.crashed.contains(&to) || self.cut.contains(&to) || self.cut.contains(&from);
+            if !blocked {
+                let t = self.nodes[to].handle_datagram(now, &payload);
+                self.record(to, t);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if self.crashed.contains(&i) {
+                continue;
+            }
+            if self.nodes[i].poll_timeout().is_some_and(|t| t <= now) {
+                let t = self.nodes[i].handle_timeout(now);
+                self.record(i, t);
+            }
+            while let Some((addr, payload)) = self.nodes[i].poll_transmit() {
+                self.wire
+                    .push_back((now + STEP, i, Net::index_of(addr), payload));
+            }
+        }
+    }
+
+    fn record(&mut self, i: usize, t: Transition) {
+        if !t.is_empty() {
+            self.log.push((i, t));
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Steps until `cond` holds; the time it took.
+    fn until(&mut self, limit: Duration, mut cond: impl FnMut(&Net) -> bool) -> Option<Duration> {
+        let from = self.now;
+        while self.now - from < limit {
+            if cond(self) {
+                return Some(self.now - from);
+            }
+            self.step();
+        }
+        None
+    }
+
+    /// Running nodes whose announcer answers for `addr`.
+    fn announcers(&self, addr: IpAddr) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| !self.crashed.contains(i))
+            .filter(|&i| self.nodes[i].announcer().leading.contains_key(&addr))
+            .collect()
+    }
+
+    fn expected_leader(&self, addr: IpAddr, among: &[usize]) -> usize {
+        let names: Vec<&str> = among.iter().map(|&i| NAMES[i]).collect();
+        let l = crate::election::leader(addr, names).unwrap();
+        NAMES.iter().position(|n| *n == l).unwrap()
+    }
+}
+
+#[test]
+fn converges_to_the_elected_announcer_for_every_address() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_secs(1));
+    for a in ADDRS {
+        let a = ip(a);
+        assert_eq!(net.announcers(a), [net.expected_leader(a, &[0, 1, 2])]);
+    }
+    // Everyone was live from the start: no address ever moved, one burst each.
+    let bursts: usize = net.nodes.iter().map(|d| d.announcer().bursts.len()).sum();
+    assert_eq!(bursts, ADDRS.len());
+    assert!(
+        net.nodes
+            .iter()
+            .all(|d| d.membership().unwrap().live_members().count() == 3)
+    );
+    let _ = net.start;
+}
+
+#[test]
+fn without_a_key_nothing_is_announced() {
+    let mut net = Net::new(false);
+    net.run_for(Duration::from_millis(500));
+    for a in ADDRS {
+        assert!(net.announcers(ip(a)).is_empty());
+    }
+    assert!(net.nodes.iter().all(|d| d.poll_timeout().is_none()));
+    // The key arriving later starts announcing; removing it stops at once.
+    let now = net.now;
+    for d in &mut net.nodes {
+        d.set_key(Some(Key::new(b"lab-secret-0123456789").unwrap()), 2, now)
+            .unwrap();
+    }
+    net.run_for(Duration::from_millis(200));
+    let a = ip(ADDRS[0]);
+    let leader = net.expected_leader(a, &[0, 1, 2]);
+    assert_eq!(net.announcers(a), [leader]);
+    let t = net.nodes[leader].set_key(None, 3, now).unwrap();
+    assert!(t.lost.contains(&a));
+    assert!(net.announcers(a).is_empty());
+}
+
+#[test]
+fn a_crashed_leader_is_replaced_by_its_runner_up() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_secs(1));
+    let a = ip(ADDRS[0]);
+    let leader = net.expected_leader(a, &[0, 1, 2]);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let next = net.expected_leader(a, &others);
+    // Addresses the crashed node did not lead must not move.
+    let stay: Vec<(IpAddr, Vec<usize>)> = ADDRS
+        .iter()
+        .map(|s| ip(s))
+        .filter(|b| net.expected_leader(*b, &[0, 1, 2]) != leader)
+        .map(|b| (b, net.announcers(b)))
+        .collect();
+    net.crashed.insert(leader);
+    let gap = net
+        .until(Duration::from_secs(3), |n| n.announcers(a) == [next])
+        .expect("the runner-up takes over");
+    // The membership detects in a few probe intervals (100 ms each by default).
+    assert!(gap < Duration::from_millis(1500), "took {gap:?}");
+    for (b, before) in stay {
+        assert_eq!(net.announcers(b), before, "{b} moved");
+    }
+    let takeovers: u64 = net
+        .log
+        .iter()
+        .filter(|(i, _)| *i == next)
+        .map(|(_, t)| t.takeovers)
+        .sum();
+    assert!(takeovers >= 1);
+}
+
+#[test]
+fn graceful_leave_hands_over_without_a_gap() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_secs(1));
+    let a = ip(ADDRS[1]);
+    let leader = net.expected_leader(a, &[0, 1, 2]);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let next = net.expected_leader(a, &others);
+    let wait = handover_wait(&membership::Config::default());
+    net.nodes[leader].begin_leave();
+    let left_at = net.now;
+    let mut overlap_from = None;
+    while net.now - left_at < wait {
+        net.step();
+        let who = net.announcers(a);
+        assert!(!who.is_empty(), "unanswered at {:?}", net.now - left_at);
+        assert!(who.contains(&leader), "the leaving node still answers");
+        if who.contains(&next) && overlap_from.is_none() {
+            overlap_from = Some(net.now - left_at);
+        }
+    }
+    let took_over = overlap_from.expect("the runner-up took over before the leaving node stopped");
+    let t = net.nodes[leader].finish_leave();
+    assert!(t.lost.contains(&a));
+    assert_eq!(net.announcers(a), [next]);
+    assert!(net.nodes[leader].announcer().leading.is_empty());
+    assert!(took_over < wait, "{took_over:?} vs {wait:?}");
+    // The leaving node stays out even if the API changes while it waits.
+    net.nodes[leader]
+        .world_mut()
+        .nodes
+        .get_mut(NAMES[next])
+        .unwrap()
+        .ready = false;
+    let now = net.now;
+    let t = net.nodes[leader].api_changed(now);
+    assert!(t.is_empty() && net.nodes[leader].announcer().leading.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn leave_keeps_answering_for_exactly_the_wait() {
+    let mut d = Driver::new(
+        "n1",
+        PORT,
+        membership::Config::default(),
+        FakeAnnouncer::default(),
+    );
+    *d.world_mut() = world();
+    d.world_mut().nodes.retain(|n, _| n == "n1");
+    let now = Instant::now();
+    d.api_changed(now);
+    d.set_key(Some(Key::new(b"0123456789abcdef").unwrap()), 1, now)
+        .unwrap();
+    assert_eq!(d.announcer().leading.len(), 3, "alone, it leads everything");
+    let wait = Duration::from_millis(300);
+    let started = tokio::time::Instant::now();
+    let t = leave(&mut d, wait).await;
+    assert_eq!(tokio::time::Instant::now() - started, wait);
+    assert_eq!(t.lost.len(), 3);
+    assert!(d.announcer().leading.is_empty());
+    assert!(d.poll_timeout().is_none() && d.poll_transmit().is_none());
+}
+
+#[test]
+fn an_isolated_leader_stops_and_the_others_take_over() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_secs(1));
+    let a = ip(ADDRS[2]);
+    let leader = net.expected_leader(a, &[0, 1, 2]);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let next = net.expected_leader(a, &others);
+    net.cut.insert(leader);
+    net.until(Duration::from_secs(3), |n| {
+        n.nodes[leader].announcer().leading.is_empty()
+    })
+    .expect("the isolated node stops announcing");
+    assert!(net.nodes[leader].membership().unwrap().is_isolated());
+    net.until(Duration::from_secs(3), |n| n.announcers(a) == [next])
+        .expect("the runner-up announces");
+    // After the heal the views converge and the address returns to one announcer.
+    net.cut.clear();
+    net.until(Duration::from_secs(5), |n| n.announcers(a) == [leader])
+        .expect("back to the first leader after the heal");
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(net.announcers(a), [leader]);
+}
+
+#[test]
+fn api_changes_move_addresses_without_the_membership() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_secs(1));
+    let a = ip(ADDRS[0]);
+    let leader = net.expected_leader(a, &[0, 1, 2]);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let next = net.expected_leader(a, &others);
+    let now = net.now;
+    for d in &mut net.nodes {
+        d.world_mut()
+            .nodes
+            .get_mut(NAMES[leader])
+            .unwrap()
+            .labels
+            .insert(EXCLUDE_LABEL.into(), "true".into());
+        d.api_changed(now);
+    }
+    assert_eq!(net.announcers(a), [next], "moved in the same step");
+    // The excluded node is still a live member: only eligibility changed.
+    assert!(
+        net.nodes[next]
+            .membership()
+            .unwrap()
+            .is_alive(NAMES[leader])
+    );
+}
+
+#[test]
+fn a_new_sharer_is_reported_as_a_respec() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_millis(300));
+    let a = ip(ADDRS[0]);
+    let leader = net.expected_leader(a, &[0, 1, 2]);
+    let now = net.now;
+    let d = &mut net.nodes[leader];
+    d.world_mut().services.insert(
+        ServiceKey::new("default", "other"),
+        ServiceInfo {
+            ips: vec![a],
+            local: false,
+        },
+    );
+    let t = d.api_changed(now);
+    assert!(t.gained.is_empty() && t.lost.is_empty());
+    assert_eq!(t.respec, BTreeSet::from([a]));
+    assert_eq!(d.announcer().leading[&a].services.len(), 2);
+}

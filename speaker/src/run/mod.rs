@@ -1,0 +1,919 @@
+//! The speaker's Kubernetes and network side: watches Services, EndpointSlices, Nodes,
+//! the configuration and the membership Secret; runs the membership over UDP on the
+//! node's InternalIP; feeds a [`Driver`] from a single task so that every election sees
+//! one consistent state; and carries out what follows a change in the led set
+//! (`nodeAssigned` events, ServiceL2Status objects, metrics).
+//!
+//! The failover path is datagram or timer -> membership -> election -> `set_leading`,
+//! all inside this task with no API round trip; the API writes are spawned after it.
+//!
+//! Without the membership Secret (or with no `secretkey` in it) the speaker logs an
+//! error, reports not ready on `/readyz` and announces nothing: without a key anyone on
+//! the network could take part in the election.
+
+pub mod driver;
+pub mod logonly;
+pub mod metrics;
+pub mod state;
+pub mod view;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferrolb_config::crd::{self, InterfaceInfo, MetalLBServiceL2Status, ServiceL2Status};
+use ferrolb_config::{Config, ConfigError};
+use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, Event as WEvent};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::announce::Announcer;
+use crate::membership::{self, Key};
+use driver::{Driver, Transition};
+use ferrolb_k8s::stores::ConfigStores;
+use metrics::{AnnouncedLabel, IpLabel, Metrics};
+use state::ServiceKey;
+
+/// Key of the membership key in the Secret (MetalLB's name).
+pub const SECRET_KEY: &str = "secretkey";
+/// Labels on ServiceL2Status objects (MetalLB's names).
+pub const L2_NODE_LABEL: &str = "metallb.io/node";
+pub const L2_SERVICE_NAME_LABEL: &str = "metallb.io/service-name";
+pub const L2_SERVICE_NAMESPACE_LABEL: &str = "metallb.io/service-namespace";
+const FIELD_MANAGER: &str = "ferrolb-speaker";
+
+/// What the speaker is configured with.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub node_name: String,
+    /// Namespace of the configuration and of the membership Secret.
+    pub namespace: String,
+    /// Name of the legacy ConfigMap.
+    pub configmap: String,
+    pub memberlist_secret: String,
+    pub memberlist_port: u16,
+    pub lb_class: Option<String>,
+    pub membership: membership::Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("a watch stream ended")]
+    StreamEnded,
+}
+
+// One event moves through the loop at a time; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Input {
+    Svc(WEvent<Service>),
+    Slice(WEvent<EndpointSlice>),
+    Node(WEvent<Node>),
+    Secret(WEvent<Secret>),
+    L2Status(WEvent<ServiceL2Status>),
+    Cm(WEvent<ConfigMap>),
+    Pool(WEvent<crd::IPAddressPool>),
+    L2(WEvent<crd::L2Advertisement>),
+    BgpAdv(WEvent<crd::BGPAdvertisement>),
+    Peer(WEvent<crd::BGPPeer>),
+    Community(WEvent<crd::Community>),
+    Bfd(WEvent<crd::BFDProfile>),
+}
+
+fn watch_stream<K, F>(api: Api<K>, cfg: watcher::Config, wrap: F) -> BoxStream<'static, Input>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    F: Fn(WEvent<K>) -> Input + Send + 'static,
+{
+    let kind = K::kind(&()).to_string();
+    watcher::watcher(api, cfg)
+        .default_backoff()
+        .filter_map(move |r| {
+            let out = match r {
+                Ok(ev) => Some(wrap(ev)),
+                Err(e) => {
+                    warn!(%kind, error = %e, "watch error, retrying");
+                    None
+                }
+            };
+            futures::future::ready(out)
+        })
+        .boxed()
+}
+
+/// Objects of a namespaced kind by `namespace/name`, replaced whole on every re-list
+/// (the namespaced counterpart of `ferrolb_k8s::stores::Store`).
+#[derive(Debug)]
+struct NsStore<K> {
+    objects: BTreeMap<(String, String), K>,
+    buffer: Option<BTreeMap<(String, String), K>>,
+    synced: bool,
+}
+
+impl<K> Default for NsStore<K> {
+    fn default() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            buffer: None,
+            synced: false,
+        }
+    }
+}
+
+impl<K: ResourceExt> NsStore<K> {
+    fn id(o: &K) -> (String, String) {
+        (o.namespace().unwrap_or_default(), o.name_any())
+    }
+
+    /// Applies one watcher event; true when the visible contents may have changed.
+    fn apply(&mut self, ev: WEvent<K>) -> bool {
+        match ev {
+            WEvent::Init => {
+                self.buffer = Some(BTreeMap::new());
+                false
+            }
+            WEvent::InitApply(o) => {
+                self.buffer.get_or_insert_default().insert(Self::id(&o), o);
+                false
+            }
+            WEvent::InitDone => {
+                self.objects = self.buffer.take().unwrap_or_default();
+                self.synced = true;
+                true
+            }
+            WEvent::Apply(o) => {
+                self.objects.insert(Self::id(&o), o);
+                true
+            }
+            WEvent::Delete(o) => self.objects.remove(&Self::id(&o)).is_some(),
+        }
+    }
+}
+
+/// A ServiceL2Status this node wants to exist (Some) or not (None).
+type L2Job = Option<MetalLBServiceL2Status>;
+
+struct Loop<A> {
+    client: Client,
+    opts: Options,
+    driver: Driver<A>,
+    stores: ConfigStores,
+    services: NsStore<Service>,
+    slices: NsStore<EndpointSlice>,
+    nodes: NsStore<Node>,
+    secrets: NsStore<Secret>,
+    l2_status: NsStore<ServiceL2Status>,
+    started: bool,
+    /// The key bytes in force, so that a resync of the same Secret keeps the membership.
+    key_bytes: Option<Vec<u8>>,
+    key_logged_missing: bool,
+    socket: Option<Arc<UdpSocket>>,
+    bound_to: Option<SocketAddr>,
+    last_config_errors: Vec<ConfigError>,
+    /// ServiceL2Status contents last sent per Service, so unchanged ones are not rewritten.
+    l2_sent: BTreeMap<ServiceKey, MetalLBServiceL2Status>,
+    inflight: BTreeMap<ServiceKey, JoinHandle<()>>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+/// Runs until `shutdown` turns true (then hands over gracefully) or a watch ends for
+/// good.
+pub async fn run<A: Announcer + 'static>(
+    client: Client,
+    opts: Options,
+    announcer: A,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let ns = opts.namespace.clone();
+    let cfgw = watcher::Config::default();
+    let mut inputs: SelectAll<BoxStream<'static, Input>> = SelectAll::new();
+    inputs.push(watch_stream(
+        Api::<Service>::all(client.clone()),
+        cfgw.clone(),
+        Input::Svc,
+    ));
+    inputs.push(watch_stream(
+        Api::<EndpointSlice>::all(client.clone()),
+        cfgw.clone(),
+        Input::Slice,
+    ));
+    inputs.push(watch_stream(
+        Api::<Node>::all(client.clone()),
+        cfgw.clone(),
+        Input::Node,
+    ));
+    inputs.push(watch_stream(
+        Api::<Secret>::namespaced(client.clone(), &ns),
+        watcher::Config::default().fields(&format!("metadata.name={}", opts.memberlist_secret)),
+        Input::Secret,
+    ));
+    inputs.push(watch_stream(
+        Api::<ServiceL2Status>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{L2_NODE_LABEL}={}", opts.node_name)),
+        Input::L2Status,
+    ));
+    inputs.push(watch_stream(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        watcher::Config::default().fields(&format!("metadata.name={}", opts.configmap)),
+        Input::Cm,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw.clone(),
+        Input::Pool,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw.clone(),
+        Input::L2,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw.clone(),
+        Input::BgpAdv,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw.clone(),
+        Input::Peer,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw.clone(),
+        Input::Community,
+    ));
+    inputs.push(watch_stream(
+        Api::namespaced(client.clone(), &ns),
+        cfgw,
+        Input::Bfd,
+    ));
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "ferrolb-speaker".into(),
+            instance: Some(opts.node_name.clone()),
+        },
+    );
+    let driver = Driver::new(
+        &opts.node_name,
+        opts.memberlist_port,
+        opts.membership.clone(),
+        announcer,
+    );
+    let mut lp = Loop {
+        client,
+        driver,
+        opts,
+        stores: ConfigStores::default(),
+        services: NsStore::default(),
+        slices: NsStore::default(),
+        nodes: NsStore::default(),
+        secrets: NsStore::default(),
+        l2_status: NsStore::default(),
+        started: false,
+        key_bytes: None,
+        key_logged_missing: false,
+        socket: None,
+        bound_to: None,
+        last_config_errors: Vec::new(),
+        l2_sent: BTreeMap::new(),
+        inflight: BTreeMap::new(),
+        recorder,
+        metrics,
+        ready,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let deadline = lp.driver.poll_timeout().map(tokio::time::Instant::from_std);
+        let socket = lp.socket.clone();
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            r = recv(socket.as_deref(), &mut buf) => match r {
+                Ok(n) => {
+                    let t = lp.driver.handle_datagram(std::time::Instant::now(), &buf[..n]);
+                    lp.after(t);
+                }
+                Err(e) => {
+                    warn!(error = %e, "membership socket receive failed, rebinding");
+                    lp.socket = None;
+                    lp.bound_to = None;
+                }
+            },
+            _ = sleep_until(deadline) => {
+                let t = lp.driver.handle_timeout(std::time::Instant::now());
+                lp.after(t);
+            }
+            input = inputs.next() => match input {
+                Some(i) => lp.on_input(i).await,
+                None => return Err(RunError::StreamEnded),
+            },
+            _ = tick.tick() => lp.on_tick().await,
+        }
+    }
+    lp.shutdown().await;
+    Ok(())
+}
+
+async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match socket {
+        Some(s) => s.recv_from(buf).await.map(|(n, _)| n),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn epoch_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Deterministic name of this node's ServiceL2Status for a Service, so that writes are
+/// idempotent and a restarted speaker finds its own objects.
+pub fn l2_status_name(node: &str, svc: &ServiceKey) -> String {
+    let mut h = Sha256::new();
+    for part in [node, &svc.namespace, &svc.name] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("l2-{hex}")
+}
+
+impl<A: Announcer + 'static> Loop<A> {
+    async fn on_input(&mut self, input: Input) {
+        self.metrics.updates.inc();
+        let now = std::time::Instant::now();
+        let mut world_changed = false;
+        let mut config_changed = false;
+        let mut nodes_changed = false;
+        match input {
+            Input::Svc(ev) => world_changed = self.services.apply(ev),
+            Input::Slice(ev) => world_changed = self.slices.apply(ev),
+            Input::Node(ev) => {
+                nodes_changed = self.nodes.apply(ev);
+                world_changed = nodes_changed;
+            }
+            Input::Secret(ev) => {
+                if self.secrets.apply(ev) && self.started {
+                    self.reload_key(now);
+                }
+                return;
+            }
+            Input::L2Status(ev) => {
+                self.l2_status.apply(ev);
+                return;
+            }
+            Input::Cm(ev) => config_changed = self.stores.configmaps.apply(ev),
+            Input::Pool(ev) => config_changed = self.stores.pools.apply(ev),
+            Input::L2(ev) => config_changed = self.stores.l2.apply(ev),
+            Input::BgpAdv(ev) => config_changed = self.stores.bgp_adv.apply(ev),
+            Input::Peer(ev) => config_changed = self.stores.peers.apply(ev),
+            Input::Community(ev) => config_changed = self.stores.communities.apply(ev),
+            Input::Bfd(ev) => config_changed = self.stores.bfd.apply(ev),
+        }
+        if !self.started {
+            if self.services.synced
+                && self.slices.synced
+                && self.nodes.synced
+                && self.secrets.synced
+                && self.stores.synced()
+            {
+                self.start(now).await;
+            }
+            return;
+        }
+        if config_changed {
+            world_changed |= self.reload_config();
+        }
+        if nodes_changed {
+            self.ensure_socket().await;
+        }
+        if world_changed {
+            self.rebuild_world();
+            let t = self.driver.api_changed(now);
+            self.after(t);
+        }
+    }
+
+    async fn start(&mut self, now: std::time::Instant) {
+        self.started = true;
+        self.reload_config();
+        self.rebuild_world();
+        self.ensure_socket().await;
+        // The key last: the membership starts with the full peer list.
+        let t = self.driver.api_changed(now);
+        self.after(t);
+        self.reload_key(now);
+        info!(
+            services = self.driver.world().services.len(),
+            nodes = self.driver.world().nodes.len(),
+            "initial state loaded"
+        );
+        self.update_ready();
+    }
+
+    fn update_ready(&self) {
+        let ok = self.started && self.key_bytes.is_some() && self.socket.is_some();
+        self.ready.store(ok, Ordering::Relaxed);
+    }
+
+    fn rebuild_world(&mut self) {
+        let lb_class = self.opts.lb_class.clone();
+        let w = self.driver.world_mut();
+        w.services = self
+            .services
+            .objects
+            .values()
+            .filter_map(|s| view::service(s, lb_class.as_deref()).map(|i| (view::key_of(s), i)))
+            .collect();
+        w.slices.clear();
+        for ((_, name), es) in &self.slices.objects {
+            if let Some((key, r)) = view::slice(es) {
+                w.slices.entry(key).or_default().insert(name.clone(), r);
+            }
+        }
+        w.nodes = self
+            .nodes
+            .objects
+            .values()
+            .map(|n| (n.name_any(), view::node(n)))
+            .collect();
+    }
+
+    /// Builds the configuration; an invalid one is logged and the last good one stays.
+    /// True when the configuration in force changed.
+    fn reload_config(&mut self) -> bool {
+        let (src, mut errors) = self.stores.sources(&self.opts.configmap);
+        match Config::build(&src) {
+            Ok(cfg) if errors.is_empty() => {
+                self.last_config_errors.clear();
+                self.metrics.config_loaded.set(1);
+                self.metrics.config_stale.set(0);
+                let w = self.driver.world_mut();
+                let changed = w.config.as_ref() != Some(&cfg);
+                w.config = Some(cfg);
+                changed
+            }
+            Ok(_) => {
+                self.report_config_errors(errors);
+                false
+            }
+            Err(e) => {
+                errors.extend(e.0);
+                self.report_config_errors(errors);
+                false
+            }
+        }
+    }
+
+    fn report_config_errors(&mut self, mut errors: Vec<ConfigError>) {
+        errors.sort();
+        self.metrics.config_stale.set(1);
+        if errors == self.last_config_errors {
+            return;
+        }
+        let in_force = self.driver.world().config.is_some();
+        for e in &errors {
+            error!(object = %e.object, field = %e.field, message = %e.message,
+                   last_good_in_force = in_force, "configuration rejected");
+        }
+        self.last_config_errors = errors;
+    }
+
+    /// Starts, restarts or stops the membership to follow the Secret.
+    fn reload_key(&mut self, now: std::time::Instant) {
+        let bytes = self
+            .secrets
+            .objects
+            .values()
+            .find(|s| s.name_any() == self.opts.memberlist_secret)
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(SECRET_KEY))
+            .map(|b| b.0.clone())
+            .filter(|b| !b.is_empty());
+        if bytes == self.key_bytes {
+            return;
+        }
+        let key = match bytes.as_deref().map(Key::new) {
+            None => {
+                if !self.key_logged_missing {
+                    error!(secret = %self.opts.memberlist_secret, namespace = %self.opts.namespace,
+                           key = SECRET_KEY,
+                           "membership secret missing: not announcing (an unauthenticated cluster is not allowed)");
+                    self.key_logged_missing = true;
+                }
+                None
+            }
+            Some(Ok(k)) => {
+                info!(secret = %self.opts.memberlist_secret, "membership key loaded");
+                self.key_logged_missing = false;
+                Some(k)
+            }
+            Some(Err(e)) => {
+                error!(secret = %self.opts.memberlist_secret, error = %e,
+                       "membership key unusable: not announcing");
+                None
+            }
+        };
+        let usable = key.is_some();
+        match self.driver.set_key(key, epoch_now(), now) {
+            Ok(t) => {
+                self.key_bytes = if usable { bytes } else { None };
+                if let Some(m) = self.driver.membership() {
+                    self.metrics.observe_membership(m.stats(), true);
+                }
+                self.after(t);
+            }
+            Err(e) => {
+                error!(error = %e, "membership cannot start: not announcing");
+                self.key_bytes = None;
+                if let Ok(t) = self.driver.set_key(None, epoch_now(), now) {
+                    self.after(t);
+                }
+            }
+        }
+        self.update_ready();
+    }
+
+    /// Binds the membership socket on this node's InternalIP once it is known (and
+    /// again if it changes).
+    async fn ensure_socket(&mut self) {
+        let Some(ip) = self.driver.own_address() else {
+            if self.socket.is_none() {
+                warn!(node = %self.opts.node_name, "own node has no InternalIP yet");
+            }
+            return;
+        };
+        let addr = SocketAddr::new(ip, self.opts.memberlist_port);
+        if self.bound_to == Some(addr) && self.socket.is_some() {
+            return;
+        }
+        match UdpSocket::bind(addr).await {
+            Ok(s) => {
+                info!(%addr, "membership socket bound");
+                self.socket = Some(Arc::new(s));
+                self.bound_to = Some(addr);
+            }
+            Err(e) => {
+                error!(%addr, error = %e, "cannot bind the membership socket, retrying");
+                self.socket = None;
+                self.bound_to = None;
+            }
+        }
+        self.update_ready();
+    }
+
+    /// Everything that follows a driver call: datagrams out, then (off the failover
+    /// path) metrics, events and ServiceL2Status.
+    fn after(&mut self, t: Transition) {
+        self.flush_transmits();
+        if t.is_empty() {
+            return;
+        }
+        for (ip, spec) in &t.gained {
+            info!(%ip, services = ?spec.services, "announcing");
+        }
+        for ip in &t.lost {
+            info!(%ip, "stopped announcing");
+        }
+        self.metrics.takeovers.inc_by(t.takeovers);
+        self.refresh_announced();
+        self.post_events(&t);
+        self.sync_l2_status();
+    }
+
+    fn flush_transmits(&mut self) {
+        while let Some((to, payload)) = self.driver.poll_transmit() {
+            let Some(s) = &self.socket else { continue };
+            // Non-blocking: the loop never waits on the network; a full buffer is loss,
+            // which the membership tolerates.
+            if let Err(e) = s.try_send_to(&payload, to) {
+                debug!(%to, error = %e, "membership datagram not sent");
+            }
+        }
+    }
+
+    fn refresh_announced(&self) {
+        let mine = &self.driver.plan().mine;
+        self.metrics.announced.clear();
+        for (ip, spec) in mine {
+            for svc in &spec.services {
+                self.metrics
+                    .announced
+                    .get_or_create(&AnnouncedLabel {
+                        ip: ip.to_string(),
+                        node: self.opts.node_name.clone(),
+                        protocol: "layer2".into(),
+                        service: svc.clone(),
+                    })
+                    .set(1);
+            }
+        }
+        self.metrics
+            .leading
+            .set(i64::try_from(mine.len()).unwrap_or(i64::MAX));
+    }
+
+    fn service_reference(&self, key: &ServiceKey) -> ObjectReference {
+        let uid = self
+            .services
+            .objects
+            .get(&(key.namespace.clone(), key.name.clone()))
+            .and_then(|s| s.uid());
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: Some(key.name.clone()),
+            namespace: Some(key.namespace.clone()),
+            uid,
+            ..Default::default()
+        }
+    }
+
+    fn post_events(&self, t: &Transition) {
+        let mut keys: BTreeSet<ServiceKey> = BTreeSet::new();
+        for ip in t.gained.keys() {
+            if let Some(e) = self.driver.eligibility().get(ip) {
+                keys.extend(e.services.iter().cloned());
+            }
+        }
+        for key in keys {
+            let reference = self.service_reference(&key);
+            let recorder = self.recorder.clone();
+            let metrics = self.metrics.clone();
+            let note = format!(
+                "announcing from node {:?} with protocol \"layer2\"",
+                self.opts.node_name
+            );
+            tokio::spawn(async move {
+                let ev = KEvent {
+                    type_: EventType::Normal,
+                    reason: "nodeAssigned".into(),
+                    note: Some(note),
+                    action: "Announce".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&ev, &reference).await {
+                    metrics.update_errors.inc();
+                    warn!(service = %key, error = %e, "cannot post event");
+                }
+            });
+        }
+    }
+
+    /// What this node's ServiceL2Status objects should say: one per Service of every
+    /// address it leads.
+    fn desired_l2(&self) -> BTreeMap<ServiceKey, MetalLBServiceL2Status> {
+        let mut out: BTreeMap<ServiceKey, MetalLBServiceL2Status> = BTreeMap::new();
+        for ip in self.driver.plan().mine.keys() {
+            let Some(e) = self.driver.eligibility().get(ip) else {
+                continue;
+            };
+            let ifaces = self.driver.announcer().interfaces_of(*ip);
+            for key in &e.services {
+                let st = out
+                    .entry(key.clone())
+                    .or_insert_with(|| MetalLBServiceL2Status {
+                        node: self.opts.node_name.clone(),
+                        service_name: key.name.clone(),
+                        service_namespace: key.namespace.clone(),
+                        interfaces: Vec::new(),
+                    });
+                for i in &ifaces {
+                    if !st.interfaces.iter().any(|x| x.name == *i) {
+                        st.interfaces.push(InterfaceInfo { name: i.clone() });
+                    }
+                }
+            }
+        }
+        for st in out.values_mut() {
+            st.interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        out
+    }
+
+    /// Brings this node's ServiceL2Status objects in line with what it leads: writes
+    /// what changed since the last write, deletes what it no longer leads (also objects
+    /// left by an earlier run, seen through the watch).
+    fn sync_l2_status(&mut self) {
+        let desired = self.desired_l2();
+        let mut jobs: BTreeMap<ServiceKey, L2Job> = BTreeMap::new();
+        for (key, st) in &desired {
+            if self.l2_sent.get(key) != Some(st) {
+                jobs.insert(key.clone(), Some(st.clone()));
+            }
+        }
+        for key in self.l2_sent.keys() {
+            if !desired.contains_key(key) {
+                jobs.insert(key.clone(), None);
+            }
+        }
+        for o in self.l2_status.objects.values() {
+            let Some(st) = &o.status else { continue };
+            let key = ServiceKey::new(st.service_namespace.clone(), st.service_name.clone());
+            if !desired.contains_key(&key)
+                && !self.l2_sent.contains_key(&key)
+                && !self.inflight.contains_key(&key)
+            {
+                jobs.insert(key, None);
+            }
+        }
+        for (key, job) in jobs {
+            match &job {
+                Some(st) => self.l2_sent.insert(key.clone(), st.clone()),
+                None => self.l2_sent.remove(&key),
+            };
+            self.spawn_l2_write(key, job);
+        }
+    }
+
+    fn spawn_l2_write(&mut self, key: ServiceKey, job: L2Job) {
+        let prev = self.inflight.remove(&key);
+        let client = self.client.clone();
+        let metrics = self.metrics.clone();
+        let node = self.opts.node_name.clone();
+        let key2 = key.clone();
+        let h = tokio::spawn(async move {
+            if let Some(p) = prev {
+                let _ = p.await;
+            }
+            if let Err(e) = write_l2_status(client, &node, &key2, job).await {
+                metrics.update_errors.inc();
+                warn!(service = %key2, error = %e, "ServiceL2Status write failed");
+            }
+        });
+        self.inflight.insert(key, h);
+    }
+
+    async fn on_tick(&mut self) {
+        self.inflight.retain(|_, h| !h.is_finished());
+        if !self.started {
+            return;
+        }
+        if self.socket.is_none() {
+            self.ensure_socket().await;
+        }
+        if let Some(m) = self.driver.membership() {
+            self.metrics.observe_membership(m.stats(), false);
+            self.metrics
+                .live_members
+                .set(i64::try_from(m.live_members().count()).unwrap_or(i64::MAX));
+            self.metrics.isolated.set(i64::from(m.is_isolated()));
+        } else {
+            self.metrics.live_members.set(0);
+        }
+        self.metrics
+            .observe_addresses(&self.driver.announcer().counters());
+        for c in self.driver.announcer_mut().take_conflicts() {
+            warn!(ip = %c.ip, interface = %c.interface, other_mac = %c.other_mac,
+                  "another host answers for an address this node announces");
+            self.metrics
+                .conflicts
+                .get_or_create(&IpLabel {
+                    ip: c.ip.to_string(),
+                })
+                .inc();
+        }
+        // Repairs failed writes: objects the watch shows differing from what we want.
+        let desired = self.desired_l2();
+        for o in self.l2_status.objects.values() {
+            let Some(st) = &o.status else { continue };
+            let key = ServiceKey::new(st.service_namespace.clone(), st.service_name.clone());
+            if desired.get(&key) != Some(st) && !self.inflight.contains_key(&key) {
+                self.l2_sent.remove(&key);
+            }
+        }
+        for key in desired.keys() {
+            let present = self.l2_status.objects.values().any(|o| {
+                o.status.as_ref().is_some_and(|s| {
+                    s.service_name == key.name && s.service_namespace == key.namespace
+                })
+            });
+            if !present && self.l2_status.synced && !self.inflight.contains_key(key) {
+                self.l2_sent.remove(key);
+            }
+        }
+        self.sync_l2_status();
+    }
+
+    /// Graceful stop: silent in the membership, still answering until the runners-up
+    /// have taken over, then silent on the network; own ServiceL2Status removed.
+    async fn shutdown(&mut self) {
+        let wait = driver::handover_wait(&self.opts.membership);
+        info!(
+            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            "handing over"
+        );
+        let t = driver::leave(&mut self.driver, wait).await;
+        self.metrics.announced.clear();
+        self.metrics.leading.set(0);
+        info!(released = t.lost.len(), "stopped announcing");
+        let keys: Vec<ServiceKey> = self.l2_sent.keys().cloned().collect();
+        for key in keys {
+            self.l2_sent.remove(&key);
+            self.spawn_l2_write(key, None);
+        }
+        let pending = std::mem::take(&mut self.inflight);
+        let all = futures::future::join_all(pending.into_values());
+        if tokio::time::timeout(Duration::from_secs(3), all)
+            .await
+            .is_err()
+        {
+            warn!("ServiceL2Status clean-up did not finish in time");
+        }
+    }
+}
+
+async fn write_l2_status(
+    client: Client,
+    node: &str,
+    key: &ServiceKey,
+    job: L2Job,
+) -> Result<(), kube::Error> {
+    let api: Api<ServiceL2Status> = Api::namespaced(client, &key.namespace);
+    let name = l2_status_name(node, key);
+    let Some(status) = job else {
+        return match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        };
+    };
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let obj = json!({
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "ServiceL2Status",
+        "metadata": {
+            "name": name,
+            "namespace": key.namespace,
+            "labels": {
+                L2_NODE_LABEL: node,
+                L2_SERVICE_NAME_LABEL: key.name,
+                L2_SERVICE_NAMESPACE_LABEL: key.namespace,
+            }
+        },
+        "spec": {}
+    });
+    api.patch(&name, &pp, &Patch::Apply(&obj)).await?;
+    let st = json!({
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "ServiceL2Status",
+        "metadata": {"name": name, "namespace": key.namespace},
+        "status": status,
+    });
+    api.patch_status(&name, &pp, &Patch::Apply(&st)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l2_status_names_are_stable_valid_and_distinct() {
+        let a = l2_status_name("n1", &ServiceKey::new("default", "echo"));
+        assert_eq!(a, l2_status_name("n1", &ServiceKey::new("default", "echo")));
+        assert_ne!(a, l2_status_name("n2", &ServiceKey::new("default", "echo")));
+        // No ambiguity between (ns "a", name "bc") and (ns "ab", name "c").
+        assert_ne!(
+            l2_status_name("n", &ServiceKey::new("a", "bc")),
+            l2_status_name("n", &ServiceKey::new("ab", "c"))
+        );
+        assert_eq!(a.len(), 3 + 16);
+        assert!(ferrolb_config::selector::dns1123_subdomain_error(&a).is_none());
+    }
+}
