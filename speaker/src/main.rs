@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use ferrolb_speaker::announce::Announcer;
+use ferrolb_speaker::announce::{Announcer, RawAnnouncer, RawConfig};
 use ferrolb_speaker::membership;
 use ferrolb_speaker::run::{self, logonly::LogAnnouncer, metrics::Metrics};
 use kube::Client;
@@ -82,9 +82,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The real announcer. Switching implementations is this one function.
 fn raw_announcer() -> anyhow::Result<impl Announcer + 'static> {
-    anyhow::bail!("the raw announcer is not built into this speaker yet; use --announcer none");
-    #[allow(unreachable_code)]
-    Ok(LogAnnouncer::default())
+    RawAnnouncer::new(RawConfig::default()).context("starting the raw-socket announcer")
 }
 
 async fn serve<A: Announcer + 'static>(args: Args, announcer: A) -> anyhow::Result<()> {
