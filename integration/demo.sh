@@ -22,6 +22,19 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 command -v kubectl >/dev/null || { echo "demo: kubectl is not installed" >&2; exit 1; }
 
+# Own the machine's lab for the whole demo, so that a test run started
+# meanwhile waits instead of replacing the demo's lab; the lab commands
+# below run under this lock.
+lockfile=/run/lock/ferrolb-lab.lock
+mkdir -p "$(dirname "$lockfile")"
+exec 9>>"$lockfile"
+if ! flock -w 900 9; then
+  echo "demo: the lab is in use by another process ($(cat "$lockfile")) for more than 15 minutes" >&2
+  exit 1
+fi
+echo "$$ integration/demo.sh" >"$lockfile"
+export FERROLB_LAB_LOCK_HELD=1
+
 cleanup() {
   local rc=$?
   bold "tearing the lab down"
@@ -70,7 +83,8 @@ if [ -z "$controller" ] || [ -z "$speaker" ]; then
 fi
 
 bold "MetalLB part: ferrolb runs in the lab (controller in m-k8s, a speaker per node)"
-show "$LABBIN" status
+# Non-zero when a daemon died; the output says which, and the demo goes on.
+show "$LABBIN" status || true
 show kubectl create namespace metallb-system
 kubectl apply -f - <<'EOF'
 apiVersion: v1
@@ -101,7 +115,16 @@ if [ -z "$lbip" ]; then
 fi
 
 bold "the client calls the EXTERNAL-IP $lbip"
-for _ in $(seq 1 40); do client_curl --max-time 1 "http://$lbip/" >/dev/null && break; sleep 0.5; done
+answered=""
+for _ in $(seq 1 40); do
+  if client_curl --max-time 1 "http://$lbip/" >/dev/null; then answered=1; break; fi
+  sleep 0.5
+done
+if [ -z "$answered" ]; then
+  echo "demo: the client gets no answer from $lbip within 60s: no speaker answers ARP for it" >&2
+  echo "      (see $FLB_LAB_DIR/logs/speaker-*.log)" >&2
+  exit 1
+fi
 for _ in 1 2 3 4 5 6; do printf ' %s' "$(client_curl --max-time 2 "http://$lbip/" || echo FAIL)"; done
 echo
 

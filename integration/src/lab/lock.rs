@@ -3,7 +3,10 @@
 //! down each other's namespaces. An exclusive `flock` serialises them; the
 //! kernel drops it when the holder exits, also on a crash, so it never goes
 //! stale. The holder's pid and command line are written into the file for
-//! the error message of whoever waits.
+//! the error message of whoever waits. A script that holds the lock itself
+//! for a whole session (`flock` on the same file, as `demo.sh` does) sets
+//! `FERROLB_LAB_LOCK_HELD=1` so that the `lab` commands it runs do not wait
+//! for it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -21,14 +24,21 @@ pub fn lock_path() -> PathBuf {
     PathBuf::from("/run/lock/ferrolb-lab.lock")
 }
 
+/// Set by a caller that already holds the lab lock for its children.
+pub const ENV_LOCK_HELD: &str = "FERROLB_LAB_LOCK_HELD";
+
 /// Holding this means owning the machine's lab.
 #[derive(Debug)]
 pub struct LabLock {
-    _lock: Flock<File>,
+    /// `None` when a parent process holds the lock for us.
+    _lock: Option<Flock<File>>,
 }
 
 /// Takes the machine's lab lock, waiting at most `wait` for another holder.
 pub fn acquire(wait: Duration) -> Result<LabLock> {
+    if std::env::var_os(ENV_LOCK_HELD).is_some_and(|v| !v.is_empty() && v != "0") {
+        return Ok(LabLock { _lock: None });
+    }
     acquire_at(lock_path(), wait)
 }
 
@@ -64,7 +74,7 @@ pub fn acquire_at(path: PathBuf, wait: Duration) -> Result<LabLock> {
                 lock.set_len(0).map_err(io)?;
                 lock.rewind().map_err(io)?;
                 lock.write_all(me.as_bytes()).map_err(io)?;
-                return Ok(LabLock { _lock: lock });
+                return Ok(LabLock { _lock: Some(lock) });
             }
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut holder = String::new();
