@@ -207,7 +207,7 @@ fn main() {
     for n in sizes {
         let started = std::time::Instant::now();
         println!("\n== {n} nodes ==");
-        let trials = if n >= 1000 { 12 } else { 30 };
+        let trials = if n >= 1000 { 20 } else { 30 };
         detection(n, 0.0, trials, seed);
         detection(n, 0.05, trials, seed + 1);
         let secs = if n >= 1000 {

@@ -1,40 +1,48 @@
 //! Liveness between speakers: ferrolb's own membership protocol over UDP.
 //!
-//! Model. The peer list comes from the API (the caller passes it in); this
-//! module decides which of those peers are alive. [`Membership`] is a pure
-//! state machine: the caller feeds it datagrams and the current time and
-//! drains datagrams to send ([`Transmit`], addressed by node name) and
-//! [`Event`]s. A runner owns the socket and the clock.
+//! Model. The peer list comes from the API (the caller passes it in; new
+//! peers start alive so that a fresh cluster agrees at once); this module
+//! decides which of those peers are alive. [`Membership`] is a pure state
+//! machine: the caller feeds it datagrams and the current time and drains
+//! datagrams to send ([`Transmit`], addressed by node name) and [`Event`]s.
+//! A runner owns the socket and the clock.
 //!
 //! Detection (a monitor ring). Live members are ordered on a ring by a hash
 //! of their name. Each node *monitors* its `monitors` (k) ring predecessors:
-//! every `probe_interval` it sends each one a `Probe` and expects an `Ack`
-//! within `ack_timeout`. After `suspect_after_misses` consecutive misses it
-//! holds a *suspicion*, votes, and sends `Suspect` to the target (which
-//! refutes by bumping its incarnation if it is alive) and to the target's
-//! other monitors. Once `confirmations` distinct monitors vote against the
-//! same incarnation of a node within `vote_ttl`, whoever holds the votes
-//! declares it dead. Requiring two independent monitors is what keeps false
-//! positives away under packet loss without slowing detection: a crashed node
-//! is missed by all of its monitors at once. Each node sends 2k datagrams per
-//! interval plus rare suspicion and gossip traffic, whatever the cluster size.
+//! every `probe_interval` it sends each a `Probe` and expects an `Ack` within
+//! `ack_timeout`. After `suspect_after_misses` consecutive misses it
+//! *challenges* the target directly (a `Suspect` the target refutes by
+//! raising its incarnation) and only if nothing arrives within
+//! `confirm_timeout` does it *vote*, telling the target's other monitors.
+//! When `confirmations` distinct monitors vote against the same incarnation
+//! within `vote_ttl`, whoever holds the votes declares the node dead. A
+//! crashed node is missed by all its monitors at once, so this costs one
+//! challenge timeout; a false positive needs two monitors to each lose
+//! several probes and a challenge at the same time. Each node sends 2k
+//! datagrams per interval plus rare suspicion and gossip traffic, whatever
+//! the cluster size.
 //!
-//! Dissemination. A state change (alive <-> dead) is pushed at once to
-//! `gossip_fanout` random live members by whoever learns it first, and by
-//! every node that learns it from them (infect-and-forward), so it reaches
-//! all nodes in O(log n) network hops. Each change is also piggybacked on the
-//! next probes/acks (`rumor_retransmits` times) and a rotating dead entry
-//! rides on every probe, which repairs nodes the push missed. Updates order
-//! by (incarnation, dead-over-alive); only the node itself raises its
-//! incarnation, which is how it refutes a suspicion or a death.
+//! Dissemination. Updates order by (incarnation, dead over alive); only a
+//! node itself raises its incarnation. Updates are flagged *news* when fresh
+//! (a declaration, a revival, a refuted death): news is pushed at once to
+//! `gossip_fanout` random live members, each of which forwards it once if it
+//! changed their view (O(log n) hops), and piggybacked on the next probes and
+//! acks. Every probe also carries one rotating dead entry (anti-entropy).
+//! A death that is not news is a claim that may be stale, so the receiver
+//! first probes its subject with the claim attached, `verify_attempts`
+//! times; a live subject refutes it. A node that sends us an outdated state
+//! gets ours back (a correction).
 //!
 //! Partitions. Each side declares the other dead and keeps probing one
 //! random dead member every `dead_probe_interval`, with the dead entry
-//! attached; after the heal the probed node refutes and both sides revive
-//! each other, so every view converges to the same live set and the
-//! election gives one announcer per address. A node that hears from nobody
-//! while it has at least two live peers is *isolated* and must stop
-//! announcing: the others, not it, form the quorum.
+//! attached, so after the heal the probed node refutes and both sides revive
+//! each other. Death claims from a node we consider dead are ignored, and a
+//! readmitted node's news of deaths is only verified during `readmit_grace`,
+//! since the other side may still be pushing deaths it declared just before
+//! the heal. Every view then converges to the same live set without anyone
+//! going down again, and the election gives one announcer per address. A
+//! node that hears from nobody while it has at least two live peers is
+//! *isolated* and must stop announcing: the others, not it, hold the quorum.
 //!
 //! Security. Every datagram carries an HMAC-SHA256 tag under a shared key
 //! (from a Kubernetes Secret) and a boot epoch + sequence number checked per
@@ -696,7 +704,8 @@ impl Membership {
                 return true;
             }
             let m = &self.members[v.member];
-            let answered = m.last_heard.is_some_and(|h| h >= v.probe_sent);
+            // Strictly after: nothing received at the instant of sending answers it.
+            let answered = m.last_heard.is_some_and(|h| h > v.probe_sent);
             if answered || m.dead || m.incarnation > v.incarnation {
                 return false;
             }
@@ -815,7 +824,7 @@ impl Membership {
         let mut suspects = Vec::new();
         for w in &mut self.watches {
             let Some(sent) = w.probe_sent else { continue };
-            let heard = self.members[w.member].last_heard.is_some_and(|h| h >= sent);
+            let heard = self.members[w.member].last_heard.is_some_and(|h| h > sent);
             if !heard {
                 w.misses += 1;
                 suspects.push((w.member, w.misses));

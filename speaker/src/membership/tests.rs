@@ -445,3 +445,190 @@ fn partitions_heal_cleanly_across_seeds() {
         assert_eq!(late.count(), 0, "seed {seed}");
     }
 }
+
+fn upd(node: &str, incarnation: u64, dead: bool, news: bool) -> Update {
+    Update {
+        node: node.into(),
+        incarnation,
+        dead,
+        news,
+    }
+}
+
+/// Drains `m`'s datagrams, decoded, with their destination.
+fn sent(m: &mut Membership) -> Vec<(String, Message)> {
+    std::iter::from_fn(|| m.poll_transmit())
+        .map(|t| {
+            (
+                t.to.to_string(),
+                Message::decode(&t.payload, &key()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn second_hand_death_is_checked_with_its_subject_first() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    // Anti-entropy (not news) says b is dead: a must not believe it yet.
+    a.handle_datagram(
+        now,
+        &msg("c", 1, Body::Gossip, vec![upd("b", 0, true, false)]),
+    );
+    assert!(a.is_alive("b"));
+    let out = sent(&mut a);
+    let (_, probe) = out
+        .iter()
+        .find(|(to, m)| to == "b" && m.body == Body::Probe)
+        .expect("a probes b");
+    assert!(probe.updates.iter().any(|u| u.node == "b" && u.dead));
+
+    // b refutes the claim it was shown, and its ack clears b at a.
+    let probe = probe.clone().encode(&key()).unwrap();
+    b.handle_datagram(now, &probe);
+    assert_eq!(b.incarnation(), 1);
+    for (to, m) in sent(&mut b) {
+        if to == "a" {
+            a.handle_datagram(now, &m.encode(&key()).unwrap());
+        }
+    }
+    a.handle_timeout(now + Duration::from_secs(1));
+    assert!(a.is_alive("b"));
+    let downs = std::iter::from_fn(|| a.poll_event())
+        .filter(|e| matches!(e, Event::Down(_)))
+        .count();
+    assert_eq!(downs, 0);
+}
+
+#[test]
+fn second_hand_death_of_a_silent_node_is_believed_after_the_checks() {
+    let start = Instant::now();
+    let (mut a, _) = pair(start);
+    a.handle_datagram(
+        start,
+        &msg("c", 1, Body::Gossip, vec![upd("b", 0, true, false)]),
+    );
+    let cfg = Config::default();
+    let mut probes = 0;
+    let mut now = start;
+    while a.is_alive("b") && now < start + Duration::from_secs(1) {
+        probes += sent(&mut a)
+            .iter()
+            .filter(|(to, m)| {
+                to == "b" && m.body == Body::Probe && m.updates.iter().any(|u| u.dead)
+            })
+            .count();
+        now = a.poll_timeout().max(now);
+        a.handle_timeout(now);
+    }
+    assert!(!a.is_alive("b"));
+    assert_eq!(probes as u32, cfg.verify_attempts);
+    assert!(now - start >= cfg.ack_timeout * cfg.verify_attempts);
+}
+
+#[test]
+fn news_of_a_death_is_believed_and_forwarded_at_once() {
+    let now = Instant::now();
+    let (mut a, _) = pair(now);
+    a.handle_datagram(
+        now,
+        &msg("c", 1, Body::Gossip, vec![upd("b", 0, true, true)]),
+    );
+    assert!(!a.is_alive("b"));
+    let out = sent(&mut a);
+    // Forwarded as news to the only other live member.
+    assert!(out.iter().any(|(to, m)| to == "c"
+        && m.updates.iter().any(|u| u.node == "b" && u.dead && u.news)));
+}
+
+#[test]
+fn a_dead_senders_death_claims_are_ignored_but_revivals_are_not() {
+    let now = Instant::now();
+    let mut a = Membership::new(Config::default(), "a", key(), 1, 1, now).unwrap();
+    a.set_peers(["a", "b", "c", "d"], now).unwrap();
+    a.handle_datagram(
+        now,
+        &msg("b", 1, Body::Gossip, vec![upd("c", 0, true, true)]),
+    );
+    assert!(!a.is_alive("c"));
+    a.poll_event();
+    // c (dead to a) pushes news that d is dead: a stale view, ignored.
+    a.handle_datagram(
+        now,
+        &msg("c", 1, Body::Gossip, vec![upd("d", 0, true, true)]),
+    );
+    assert!(a.is_alive("d"));
+    // c is told it is dead so that it can refute.
+    let told = sent(&mut a)
+        .into_iter()
+        .any(|(to, m)| to == "c" && m.updates.iter().any(|u| u.node == "c" && u.dead));
+    assert!(told);
+    // A revival relayed by c is still taken: only b can raise b's incarnation.
+    a.handle_datagram(
+        now,
+        &msg("b", 2, Body::Gossip, vec![upd("d", 0, true, true)]),
+    );
+    assert!(!a.is_alive("d"));
+    a.handle_datagram(
+        now,
+        &msg("c", 2, Body::Gossip, vec![upd("d", 1, false, true)]),
+    );
+    assert!(a.is_alive("d"));
+}
+
+#[test]
+fn stale_death_claim_is_answered_with_a_correction() {
+    let now = Instant::now();
+    let (mut a, _) = pair(now);
+    a.handle_datagram(
+        now,
+        &msg("c", 1, Body::Gossip, vec![upd("b", 2, false, false)]),
+    );
+    sent(&mut a);
+    a.handle_datagram(
+        now,
+        &msg("c", 2, Body::Gossip, vec![upd("b", 1, true, false)]),
+    );
+    assert!(a.is_alive("b"));
+    let fixed = sent(&mut a).into_iter().any(|(to, m)| {
+        to == "c"
+            && m.updates
+                .iter()
+                .any(|u| u.node == "b" && !u.dead && u.incarnation == 2)
+    });
+    assert!(fixed);
+}
+
+#[test]
+fn monitor_challenges_before_it_votes() {
+    // Three nodes: a monitors both others. Nobody answers a's probes.
+    let start = Instant::now();
+    let mut a = Membership::new(Config::default(), "a", key(), 1, 1, start).unwrap();
+    a.set_peers(["a", "b", "c"], start).unwrap();
+    let cfg = Config::default();
+    let mut now = start;
+    let mut challenge_at = None;
+    let mut vote_at = None;
+    while now < start + Duration::from_secs(2) && vote_at.is_none() {
+        for (to, m) in sent(&mut a) {
+            if let Body::Suspect { target, .. } = &m.body {
+                if to == *target && challenge_at.is_none() {
+                    challenge_at = Some(now);
+                } else if to != *target {
+                    vote_at = Some(now);
+                }
+            }
+        }
+        now = a.poll_timeout().max(now);
+        a.handle_timeout(now);
+    }
+    let (c, v) = (challenge_at.unwrap(), vote_at.unwrap());
+    assert!(
+        v - c >= cfg.confirm_timeout,
+        "voted {:?} after challenging",
+        v - c
+    );
+    // Votes go to the target's other monitor, never before the challenge.
+    assert!(c - start >= cfg.probe_interval * (cfg.suspect_after_misses - 1));
+}

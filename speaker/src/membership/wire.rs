@@ -350,6 +350,20 @@ mod tests {
     }
 
     #[test]
+    fn unknown_update_flags_are_refused() {
+        let mut m = sample();
+        m.body = Body::Gossip;
+        let mut bytes = m.encode(&key()).unwrap();
+        // The last update's flags byte sits just before the tag.
+        let at = bytes.len() - TAG_LEN - 1;
+        bytes[at] = 4;
+        let data = bytes[..bytes.len() - TAG_LEN].to_vec();
+        bytes.truncate(data.len());
+        bytes.extend_from_slice(&key().tag(&data));
+        assert_eq!(Message::decode(&bytes, &key()), Err(WireError::State(4)));
+    }
+
+    #[test]
     fn short_key_is_refused() {
         assert_eq!(Key::new(b"short").unwrap_err(), WireError::ShortKey(5));
     }
