@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -55,6 +56,9 @@ func main() {
 		err := c.run(ctx, os.Args[2:])
 		stop()
 		klog.Flush()
+		if errors.Is(err, pflag.ErrHelp) {
+			os.Exit(0) // usage was printed by the flag set
+		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "k8s-harness %s: %v\n", name, err)
 			os.Exit(1)
