@@ -12,6 +12,7 @@ use std::net::IpAddr;
 pub mod burst;
 pub mod filter;
 pub mod iface;
+pub mod lab;
 pub mod raw;
 pub mod responder;
 pub mod socket;

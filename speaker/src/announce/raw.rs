@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -126,6 +126,9 @@ struct Shared {
     conflicts: Mutex<Vec<Conflict>>,
     conflict_counts: Mutex<BTreeMap<IpAddr, u64>>,
     reassert: Mutex<ReassertLimiter>,
+    /// Frames the sockets delivered to user space, for the benchmark that
+    /// shows the BPF filter keeping other traffic in the kernel.
+    frames: AtomicU64,
 }
 
 // A poisoned lock only means another thread panicked mid-update of counters
@@ -218,7 +221,10 @@ fn receive_loop(
     while !stop.load(Ordering::SeqCst) {
         match port.socket.recv(&mut buf) {
             Ok(None) => {}
-            Ok(Some(n)) => shared.handle(&iface, &port, &buf[..n], reassert_gap),
+            Ok(Some(n)) => {
+                shared.frames.fetch_add(1, Ordering::Relaxed);
+                shared.handle(&iface, &port, &buf[..n], reassert_gap);
+            }
             Err(e) => {
                 // E.g. ENETDOWN while the link is down: back off instead of
                 // spinning; a later set_leading closes a vanished interface.
@@ -286,6 +292,11 @@ impl RawAnnouncer {
     /// Conflicts seen per address since start.
     pub fn conflict_counts(&self) -> BTreeMap<IpAddr, u64> {
         lock(&self.shared.conflict_counts).clone()
+    }
+
+    /// Frames received from all sockets since start (after the BPF filter).
+    pub fn frames_received(&self) -> u64 {
+        self.shared.frames.load(Ordering::Relaxed)
     }
 
     /// Interfaces with an open socket.

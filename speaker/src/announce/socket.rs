@@ -62,19 +62,28 @@ pub struct PacketSockets {
     /// How long a receive waits before returning `None`; bounds how long
     /// closing the announcer takes.
     pub recv_timeout: Duration,
+    /// Leaves the BPF filter off, so that every frame on the interface is
+    /// copied to user space. Only for the benchmark's comparison; never in
+    /// the speaker.
+    pub unfiltered: bool,
 }
 
 impl Default for PacketSockets {
     fn default() -> Self {
         PacketSockets {
             recv_timeout: Duration::from_millis(100),
+            unfiltered: false,
         }
     }
 }
 
 impl SocketFactory for PacketSockets {
     fn open(&self, iface: &IfaceFacts) -> io::Result<Arc<dyn L2Socket>> {
-        Ok(Arc::new(PacketSocket::open(iface, self.recv_timeout)?))
+        Ok(Arc::new(PacketSocket::open_with(
+            iface,
+            self.recv_timeout,
+            !self.unfiltered,
+        )?))
     }
 }
 
@@ -102,13 +111,23 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl PacketSocket {
     /// Opens a filtered packet socket bound to `iface`. Needs `CAP_NET_RAW`.
     pub fn open(iface: &IfaceFacts, recv_timeout: Duration) -> io::Result<PacketSocket> {
+        PacketSocket::open_with(iface, recv_timeout, true)
+    }
+
+    fn open_with(
+        iface: &IfaceFacts,
+        recv_timeout: Duration,
+        filtered: bool,
+    ) -> io::Result<PacketSocket> {
         // Protocol 0: nothing is queued until the bind below.
         let socket = Socket::new_raw(Domain::PACKET, Type::RAW, None)?;
-        let program: Vec<socket2::SockFilter> = announcer_filter()
-            .into_iter()
-            .map(|i| socket2::SockFilter::new(i.code, i.jt, i.jf, i.k))
-            .collect();
-        socket.attach_filter(&program)?;
+        if filtered {
+            let program: Vec<socket2::SockFilter> = announcer_filter()
+                .into_iter()
+                .map(|i| socket2::SockFilter::new(i.code, i.jt, i.jf, i.k))
+                .collect();
+            socket.attach_filter(&program)?;
+        }
         let interface = NetworkInterface {
             name: iface.name.clone(),
             description: String::new(),
