@@ -1,0 +1,328 @@
+//! Controller at scale on the lab's real API server: N LoadBalancer Services created
+//! at once; prints the time until all have addresses, create-to-status latency (p50,
+//! p99), the controller's peak RSS, and then, after a controller restart, the time until
+//! it is ready again and how many addresses changed (must be 0).
+//!
+//! Figures are printed as median and spread (min..max) over `FERROLB_BENCH_RUNS`
+//! repetitions (default 3). `FERROLB_BENCH_SERVICES` sets N (default 1000; 10000 is
+//! supported: the lab is dual-stack and Services take IPv6 addresses from a /112, since
+//! the lab's IPv4 pool ranges hold only 512 addresses; Services set
+//! `allocateLoadBalancerNodePorts: false` so that N is not bounded by the NodePort range).
+//!
+//! Needs root, the Go harness and a release or debug `ferrolb-controller`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use kube::runtime::watcher;
+use serde_json::json;
+
+const NS: &str = "metallb-system";
+const BENCH_NS: &str = "bench";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name}: median {:.1} {unit}, spread {:.1}..{:.1} {unit} over {} runs",
+        percentile(&v, 0.5),
+        v.first().copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN),
+        v.len()
+    );
+}
+
+fn ingress(svc: &Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+fn controller_pid(lab: &Lab) -> Option<u32> {
+    let text = std::fs::read_to_string(lab.paths().pids().join("controller.pid")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Peak resident set (VmHWM) of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn controller_ready(lab: &Lab) -> bool {
+    lab.exec(
+        "m-k8s",
+        &[
+            "curl",
+            "-sf",
+            "--max-time",
+            "2",
+            "http://127.0.0.1:7472/readyz",
+        ],
+    )
+    .map(|o| o.status.success())
+    .unwrap_or(false)
+}
+
+fn service(i: usize) -> Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("s{i:05}"), "namespace": BENCH_NS},
+        "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
+                 "allocateLoadBalancerNodePorts": false,
+                 "selector": {"app": "none"}, "ports": [{"port": 80, "protocol": "TCP"}]}
+    }))
+    .expect("service json")
+}
+
+/// One run: create N Services, wait for all addresses; returns (total s, per-service ms).
+async fn run_once(client: &kube::Client, n: usize) -> (f64, Vec<f64>) {
+    let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
+    // Watch first, so that no status update is missed.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let watch_api = svcs.clone();
+    let watch_task = tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stream = watcher::watcher(watch_api, watcher::Config::default()).boxed();
+        while let Ok(Some(ev)) = stream.try_next().await {
+            if let watcher::Event::Apply(s) | watcher::Event::InitApply(s) = ev
+                && !ingress(&s).is_empty()
+            {
+                let name = s.metadata.name.clone().unwrap_or_default();
+                if seen.insert(name.clone()) && tx.send((name, Instant::now())).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let created: BTreeMap<String, Instant> = futures::stream::iter(0..n)
+        .map(|i| {
+            let svcs = svcs.clone();
+            async move {
+                let s = service(i);
+                let name = s.metadata.name.clone().unwrap_or_default();
+                svcs.create(&PostParams::default(), &s)
+                    .await
+                    .unwrap_or_else(|e| panic!("create {name}: {e}"));
+                (name, Instant::now())
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut latencies = Vec::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(60 + n as u64 / 20);
+    while latencies.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((name, at))) => {
+                if let Some(c) = created.get(&name) {
+                    latencies.push(at.saturating_duration_since(*c).as_secs_f64() * 1000.0);
+                }
+            }
+            _ => panic!(
+                "only {} of {n} Services got an address in time",
+                latencies.len()
+            ),
+        }
+    }
+    let total = start.elapsed().as_secs_f64();
+    watch_task.abort();
+    (total, latencies)
+}
+
+async fn delete_all(client: &kube::Client) {
+    let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
+    svcs.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete services");
+    eventually("bench services gone", Duration::from_secs(120), || async {
+        let left = svcs
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} left"))
+        }
+    })
+    .await
+    .expect("cleanup");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n = env_usize("FERROLB_BENCH_SERVICES", 1000);
+    let runs = env_usize("FERROLB_BENCH_RUNS", 3).max(1);
+    let lab = Lab::up(LabOptions {
+        bare: true,
+        workers: 1,
+        ip_family: IpFamily::DualStack,
+        ..LabOptions::default()
+    })
+    .await
+    .expect("lab up");
+    let client = lab.kube_client().await.expect("client");
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for ns in [NS, BENCH_NS] {
+        nss.patch(
+            ns,
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            ),
+        )
+        .await
+        .expect("namespace");
+    }
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
+    let ok = Command::new("kubectl")
+        .args(["apply", "--server-side", "-f", crds])
+        .env("KUBECONFIG", lab.kubeconfig_path())
+        .status()
+        .expect("kubectl")
+        .success()
+        && Command::new("kubectl")
+            .args([
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd",
+                "--all",
+            ])
+            .env("KUBECONFIG", lab.kubeconfig_path())
+            .status()
+            .expect("kubectl")
+            .success();
+    assert!(ok, "CRDs not installed");
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "metallb.io",
+        "v1beta1",
+        "IPAddressPool",
+    ));
+    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
+    pools
+        .patch(
+            "bench",
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": {"name": "bench", "namespace": NS},
+                "spec": {"addresses": ["2001:db8:100::/112"]}
+            })),
+        )
+        .await
+        .expect("pool");
+    lab.restart_controller().expect("start controller");
+    eventually("controller ready", Duration::from_secs(60), || async {
+        if controller_ready(&lab) {
+            Ok(())
+        } else {
+            Err("not ready".into())
+        }
+    })
+    .await
+    .expect("controller ready");
+
+    println!("controller scale on the lab: {n} LoadBalancer Services, {runs} runs");
+    let mut totals = Vec::new();
+    let mut p50s = Vec::new();
+    let mut p99s = Vec::new();
+    for r in 0..runs {
+        let (total, mut lat) = run_once(&client, n).await;
+        lat.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "  run {}: all {n} addressed in {:.2} s; create-to-status p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            r + 1,
+            total,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(f64::NAN)
+        );
+        totals.push(total);
+        p50s.push(percentile(&lat, 0.5));
+        p99s.push(percentile(&lat, 0.99));
+        if r + 1 < runs {
+            delete_all(&client).await;
+        }
+    }
+    summary("time until all have addresses", "s", totals);
+    summary("create-to-status p50", "ms", p50s);
+    summary("create-to-status p99", "ms", p99s);
+    if let Some(rss) = controller_pid(&lab).and_then(peak_rss_mib) {
+        println!("controller peak RSS (VmHWM) with {n} Services: {rss:.1} MiB");
+    }
+
+    // Restart with N allocated Services.
+    let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
+    let snapshot = |list: Vec<Service>| -> BTreeMap<String, Vec<String>> {
+        list.iter()
+            .map(|s| (s.metadata.name.clone().unwrap_or_default(), ingress(s)))
+            .collect()
+    };
+    let before = snapshot(svcs.list(&ListParams::default()).await.expect("list").items);
+    let mut ready_times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        lab.restart_controller().expect("restart");
+        eventually(
+            "controller ready after restart",
+            Duration::from_secs(120),
+            || async {
+                if controller_ready(&lab) {
+                    Ok(())
+                } else {
+                    Err("not ready".into())
+                }
+            },
+        )
+        .await
+        .expect("ready");
+        ready_times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    // Give a restarted controller time to write anything it would change.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = snapshot(svcs.list(&ListParams::default()).await.expect("list").items);
+    let changed = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(v))
+        .count();
+    summary("controller restart to ready", "ms", ready_times);
+    println!("addresses changed by {runs} restarts with {n} Services: {changed}");
+    assert_eq!(changed, 0, "a restart moved addresses");
+    lab.down().expect("lab down");
+}
