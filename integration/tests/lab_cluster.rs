@@ -9,10 +9,12 @@
 //! `integration/harness/build.sh`); fails with a clear message without them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually, kubeapi, teardown};
+use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually, kubeapi, process, teardown};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -243,17 +245,102 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     assert!(left.is_empty(), "down left: {left:#?}");
 }
 
+/// A stand-in for a ferrolb binary: logs the environment the lab gives it
+/// and stays up (as a shell, so that its command line keeps its name).
+fn fake_ferrolb(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        "#!/bin/sh\necho \"fake node=$NODE_NAME kubeconfig=$KUBECONFIG log=$RUST_LOG\"\nsleep 600 &\nwait\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn daemon_pid(lab: &Lab, name: &str) -> i32 {
+    let pf = process::read_pid_file(lab.paths(), name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no pid file for {name}"));
+    assert!(pf.is_running(), "{name} is not running");
+    pf.pid
+}
+
+fn in_netns(netns: &str, pid: i32) -> bool {
+    let out = Command::new("ip")
+        .args(["netns", "pids", netns])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == pid.to_string())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dual_stack_nodeport_answers_on_both_families() {
+async fn dual_stack_nodeport_and_ferrolb_processes() {
+    let fakes = tempfile::tempdir().unwrap();
     let lab = Lab::up(LabOptions {
         workers: 1,
         ip_family: IpFamily::DualStack,
-        bare: true,
+        controller_bin: Some(fake_ferrolb(fakes.path(), "fake-controller")),
+        speaker_bin: Some(fake_ferrolb(fakes.path(), "fake-speaker")),
+        require_ferrolb: true,
         ..LabOptions::default()
     })
     .await
     .unwrap_or_else(|e| panic!("lab up: {e}"));
     let client = lab.kube_client().await.expect("kube client");
+
+    // ferrolb runs as the contract says: controller in m-k8s, a speaker in
+    // every node, each with the in-lab kubeconfig and its node's name; and
+    // restarts, node failure and recovery handle them.
+    let controller = daemon_pid(&lab, "controller");
+    assert!(in_netns("flb-m-k8s", controller));
+    for node in ["m-k8s", "w1-k8s"] {
+        let pid = daemon_pid(&lab, &format!("speaker-{node}"));
+        assert!(
+            in_netns(&format!("flb-{node}"), pid),
+            "speaker-{node} runs elsewhere"
+        );
+        let want = format!(
+            "fake node={node} kubeconfig={} log=info",
+            lab.lab_kubeconfig_path().display()
+        );
+        eventually(
+            &format!("speaker-{node} logs its environment"),
+            Duration::from_secs(10),
+            || {
+                let log = std::fs::read_to_string(lab.paths().log(&format!("speaker-{node}")))
+                    .unwrap_or_default();
+                let ok = log.contains(&want);
+                async move { if ok { Ok(()) } else { Err(log) } }
+            },
+        )
+        .await
+        .expect("speaker environment");
+    }
+    lab.restart_controller().expect("restart controller");
+    let controller2 = daemon_pid(&lab, "controller");
+    assert_ne!(controller, controller2);
+    assert!(
+        !process::alive(controller),
+        "old controller survived its restart"
+    );
+    let speaker = daemon_pid(&lab, "speaker-w1-k8s");
+    lab.restart_speaker("w1-k8s").expect("restart speaker");
+    let speaker2 = daemon_pid(&lab, "speaker-w1-k8s");
+    assert!(speaker != speaker2 && !process::alive(speaker));
+    lab.node_fail("w1-k8s").expect("node-fail");
+    assert!(
+        !process::alive(speaker2),
+        "node-fail left the speaker running"
+    );
+    lab.node_recover("w1-k8s").expect("node-recover");
+    let speaker3 = daemon_pid(&lab, "speaker-w1-k8s");
+    assert!(in_netns("flb-w1-k8s", speaker3));
+    lab.wait_node_ready("w1-k8s", true, Duration::from_secs(60))
+        .await
+        .expect("w1-k8s Ready after recovery");
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let deployment: Deployment = serde_json::from_value(serde_json::json!({

@@ -137,6 +137,8 @@ impl UpArgs {
             node_monitor_grace_period: self.node_monitor_grace_period,
             ready_timeout: self.timeout,
             require_ferrolb: self.require_ferrolb,
+            controller_bin: None,
+            speaker_bin: None,
         }
     }
 }

@@ -93,6 +93,14 @@ pub struct LabOptions {
     /// without them (for tests of ferrolb itself). Ignored when `bare`.
     #[serde(skip)]
     pub require_ferrolb: bool,
+    /// ferrolb controller to run instead of the one found in the build
+    /// outputs (or `FERROLB_CONTROLLER`).
+    #[serde(default)]
+    pub controller_bin: Option<PathBuf>,
+    /// ferrolb speaker to run instead of the one found in the build outputs
+    /// (or `FERROLB_SPEAKER`).
+    #[serde(default)]
+    pub speaker_bin: Option<PathBuf>,
 }
 
 fn default_ready_timeout() -> Duration {
@@ -110,6 +118,8 @@ impl Default for LabOptions {
             node_monitor_grace_period: Duration::from_secs(20),
             ready_timeout: default_ready_timeout(),
             require_ferrolb: false,
+            controller_bin: None,
+            speaker_bin: None,
         }
     }
 }
@@ -120,6 +130,8 @@ impl LabOptions {
         let key = |o: &LabOptions| LabOptions {
             ready_timeout: Duration::ZERO,
             require_ferrolb: false,
+            controller_bin: None,
+            speaker_bin: None,
             ..o.clone()
         };
         key(self) == key(other)
@@ -303,6 +315,12 @@ impl Lab {
             if !harness.is_file() {
                 return Err(LabError::HarnessMissing(harness));
             }
+            if !opts.bare && opts.require_ferrolb {
+                self.controller_bin()
+                    .ok_or(LabError::FerrolbMissing("ferrolb-controller"))?;
+                self.speaker_bin()
+                    .ok_or(LabError::FerrolbMissing("ferrolb-speaker"))?;
+            }
         }
         write_options(&self.paths, opts)?;
         self.topology.ensure()?;
@@ -370,18 +388,26 @@ impl Lab {
         Ok(())
     }
 
+    /// The ferrolb controller this lab runs, if any is built.
+    pub fn controller_bin(&self) -> Option<PathBuf> {
+        self.options
+            .controller_bin
+            .clone()
+            .or_else(|| self.paths.controller())
+    }
+
+    /// The ferrolb speaker this lab runs, if any is built.
+    pub fn speaker_bin(&self) -> Option<PathBuf> {
+        self.options
+            .speaker_bin
+            .clone()
+            .or_else(|| self.paths.speaker())
+    }
+
     /// Starts the controller and all speakers that are not running, when
     /// their binaries are built.
     fn start_ferrolb(&self) -> Result<()> {
-        if self.options.require_ferrolb {
-            self.paths
-                .controller()
-                .ok_or(LabError::FerrolbMissing("ferrolb-controller"))?;
-            self.paths
-                .speaker()
-                .ok_or(LabError::FerrolbMissing("ferrolb-speaker"))?;
-        }
-        match self.paths.controller() {
+        match self.controller_bin() {
             Some(bin) => {
                 self.start_if_needed(
                     &components::controller(&self.paths, &self.topology, &bin),
@@ -390,7 +416,7 @@ impl Lab {
             }
             None => tracing::warn!("ferrolb-controller not built: lab runs without controller"),
         }
-        match self.paths.speaker() {
+        match self.speaker_bin() {
             Some(bin) => {
                 for node in self.topology.nodes() {
                     self.start_if_needed(&components::speaker(&self.paths, node, &bin), &[])?;
@@ -725,7 +751,7 @@ impl Lab {
         }
         self.start_node(&h)?;
         if !self.options.bare
-            && let Some(bin) = self.paths.speaker()
+            && let Some(bin) = self.speaker_bin()
         {
             self.start_if_needed(&components::speaker(&self.paths, &h, &bin), &[])?;
         }
@@ -736,8 +762,7 @@ impl Lab {
     /// Restarts ferrolb's controller (SIGTERM, SIGKILL after 5 s, start).
     pub fn restart_controller(&self) -> Result<()> {
         let bin = self
-            .paths
-            .controller()
+            .controller_bin()
             .ok_or(LabError::FerrolbMissing("ferrolb-controller"))?;
         process::stop(&self.paths, components::CONTROLLER, Duration::from_secs(5))?;
         process::spawn(
@@ -751,8 +776,7 @@ impl Lab {
     pub fn restart_speaker(&self, node: &str) -> Result<()> {
         let h = self.topology.node(node)?;
         let bin = self
-            .paths
-            .speaker()
+            .speaker_bin()
             .ok_or(LabError::FerrolbMissing("ferrolb-speaker"))?;
         let name = components::speaker_name(&h.name);
         process::stop(&self.paths, &name, Duration::from_secs(5))?;
