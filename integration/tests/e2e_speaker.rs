@@ -1,0 +1,610 @@
+//! The speaker on the lab: real ARP from the `client` host, real kube-proxy, real
+//! membership between the nodes' speakers. Each step checks what a user sees (the
+//! address answers, which node's MAC the client has cached, ServiceL2Status, events,
+//! /readyz) and measures how long the address was unanswered when it moved.
+//!
+//! Needs root, the Go harness and built `ferrolb-controller` and `ferrolb-speaker`
+//! (`make e2e` builds them). Run with `--nocapture` to see the measured figures.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferrolb_integration::lab::{Lab, LabOptions, eventually};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::Client;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use serde_json::{Value, json};
+
+const NS: &str = "metallb-system";
+const APP_NS: &str = "default";
+const APP: &str = "echo-hname";
+const LB_IP: &str = "198.51.100.10";
+const WORKERS: [&str; 3] = ["w1-k8s", "w2-k8s", "w3-k8s"];
+/// Workers carry this label; the L2Advertisement selects it (so the control-plane
+/// node, which cannot be failed, never announces).
+const ANNOUNCE_LABEL: &str = "e2e.ferrolb.io/announce";
+const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn ar(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", kind))
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+fn kubectl(lab: &Lab, args: &[&str]) {
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", lab.kubeconfig_path())
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "kubectl {args:?}: {out:?}");
+}
+
+fn lb_ip() -> IpAddr {
+    LB_IP.parse().unwrap()
+}
+
+/// The node whose MAC the client has for the address, after asking afresh when
+/// `fresh` (flushes the entry, then makes a request so the client ARPs).
+fn announcer(lab: &Lab, fresh: bool) -> Option<String> {
+    if fresh {
+        lab.flush_neighbour("client", lb_ip()).expect("flush");
+        let _ = lab.curl(
+            "client",
+            &format!("http://{LB_IP}/"),
+            Duration::from_millis(1500),
+        );
+    }
+    lab.announcer("client", lb_ip()).expect("announcer")
+}
+
+/// The HTTP status of a speaker's /readyz (0: no answer).
+fn readyz(lab: &Lab, node: &str) -> u16 {
+    let out = lab
+        .exec(
+            node,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "3",
+                "http://127.0.0.1:7473/readyz",
+            ],
+        )
+        .expect("exec curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn metrics(lab: &Lab, node: &str) -> String {
+    let out = lab
+        .exec(
+            node,
+            &[
+                "curl",
+                "-sf",
+                "--max-time",
+                "3",
+                "http://127.0.0.1:7473/metrics",
+            ],
+        )
+        .expect("exec curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The nodes named in ServiceL2Status objects for the echo Service.
+async fn l2_status_nodes(client: &Client) -> Result<Vec<String>, String> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), APP_NS, &ar("ServiceL2Status"));
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|o| o.data["status"]["serviceName"] == APP)
+        .filter_map(|o| o.data["status"]["node"].as_str().map(String::from))
+        .collect())
+}
+
+/// Waits until the client resolves the address to `want` (any worker if `None`,
+/// another node than `not` if given), the request answers from a pod, and the
+/// ServiceL2Status names the same node; returns that node.
+async fn wait_announced(
+    lab: &Lab,
+    client: &Client,
+    pods: &BTreeSet<String>,
+    want: Option<&str>,
+    not: Option<&str>,
+) -> String {
+    let what = format!("address announced by {want:?} (not {not:?})");
+    eventually(&what, WAIT, || async {
+        let who = announcer(lab, true).ok_or("nobody answers ARP")?;
+        if want.is_some_and(|w| w != who) || not == Some(who.as_str()) {
+            return Err(format!("announced by {who}"));
+        }
+        let body = lab
+            .curl(
+                "client",
+                &format!("http://{LB_IP}/"),
+                Duration::from_secs(2),
+            )
+            .map_err(|e| e.to_string())?;
+        if !pods.contains(body.trim()) {
+            return Err(format!("answer {body:?} is not a pod name"));
+        }
+        let st = l2_status_nodes(client).await?;
+        if st != [who.clone()] {
+            return Err(format!("ServiceL2Status nodes {st:?}, ARP says {who}"));
+        }
+        Ok(who)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls the client's neighbour entry every 10 ms until it names another node than
+/// `from`; the time from `since`.
+fn wait_mac_change(lab: &Lab, from: &str, since: Instant, limit: Duration) -> (String, Duration) {
+    loop {
+        if let Some(who) = lab.announcer("client", lb_ip()).expect("announcer")
+            && who != from
+        {
+            return (who, since.elapsed());
+        }
+        assert!(
+            since.elapsed() < limit,
+            "the address stayed with {from} for {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a request every 50 ms from the client until stopped, each after flushing the
+/// client's neighbour entry: every request needs a fresh ARP answer, so any moment
+/// when nobody answers for the address shows up as a failed request (a cached entry
+/// would hide it, since the old node's kube-proxy keeps forwarding).
+struct Prober {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    /// Nodes whose MAC answered ARP.
+    answered_by: Arc<Mutex<BTreeSet<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(lab: Arc<Lab>) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let answered_by = Arc::new(Mutex::new(BTreeSet::new()));
+        let (s, o, f, a) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            answered_by.clone(),
+        );
+        let handle = std::thread::spawn(move || {
+            // Bounded: a test that forgets to stop it still ends after 10 minutes.
+            let end = Instant::now() + Duration::from_secs(600);
+            while !s.load(Ordering::Relaxed) && Instant::now() < end {
+                let _ = lab.flush_neighbour("client", lb_ip());
+                match lab.curl(
+                    "client",
+                    &format!("http://{LB_IP}/"),
+                    Duration::from_secs(1),
+                ) {
+                    Ok(b) if !b.trim().is_empty() => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(Some(who)) = lab.announcer("client", lb_ip()) {
+                            a.lock().unwrap().insert(who);
+                        }
+                    }
+                    _ => {
+                        f.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Prober {
+            stop,
+            ok,
+            failed,
+            answered_by,
+            handle: Some(handle),
+        }
+    }
+
+    /// (ok, failed, nodes that answered ARP)
+    fn finish(mut self) -> (u64, u64, BTreeSet<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.answered_by.lock().unwrap().clone(),
+        )
+    }
+}
+
+impl Drop for Prober {
+    /// Joins the thread, so that on a failed assertion its handle on the lab is gone
+    /// before the lab guard drops (and tears the lab down).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+async fn label_node(client: &Client, node: &str, key: &str, value: Option<&str>) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {key: value}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("label {node}: {e}"));
+}
+
+async fn wait_event(client: &Client, node: &str) {
+    let events: Api<Event> = Api::namespaced(client.clone(), APP_NS);
+    let text = format!("announcing from node \"{node}\" with protocol \"layer2\"");
+    eventually(&format!("nodeAssigned from {node}"), WAIT, || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(APP))
+            .filter(|e| e.reason.as_deref() == Some("nodeAssigned"))
+            .find(|e| e.note.as_deref() == Some(text.as_str()))
+            .map(|_| ())
+            .ok_or_else(|| "no such event yet".to_string())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaker_announces_fails_over_and_hands_over() {
+    let lab = Arc::new(
+        Lab::up(LabOptions {
+            bare: true,
+            workers: 3,
+            ..LabOptions::default()
+        })
+        .await
+        .expect("lab up"),
+    );
+    let client = lab.kube_client().await.expect("client");
+
+    // Namespace, CRDs, pool and L2Advertisement (workers only), as the chart and the
+    // tutorial set them up.
+    let nss: Api<Namespace> = Api::all(client.clone());
+    apply(
+        &nss,
+        NS,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+    )
+    .await;
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
+    kubectl(&lab, &["apply", "--server-side", "-f", crds]);
+    kubectl(
+        &lab,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ],
+    );
+    for w in WORKERS {
+        label_node(&client, w, ANNOUNCE_LABEL, Some("yes")).await;
+    }
+    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("IPAddressPool"));
+    apply(
+        &pools,
+        "first-pool",
+        json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "first-pool", "namespace": NS},
+            "spec": {"addresses": ["198.51.100.10-198.51.100.12"]}
+        }),
+    )
+    .await;
+    let l2: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("L2Advertisement"));
+    apply(
+        &l2,
+        "l2",
+        json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": "l2", "namespace": NS},
+            "spec": {"nodeSelectors": [{"matchLabels": {ANNOUNCE_LABEL: "yes"}}]}
+        }),
+    )
+    .await;
+
+    // The echo Deployment (3 replicas) and its LoadBalancer Service.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), APP_NS);
+    apply(
+        &deployments,
+        APP,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": APP, "namespace": APP_NS, "labels": {"app": APP}},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": APP}},
+                "template": {
+                    "metadata": {"labels": {"app": APP}},
+                    "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}
+                }
+            }
+        }),
+    )
+    .await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), APP_NS);
+    apply(
+        &svcs,
+        APP,
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": APP, "namespace": APP_NS},
+            "spec": {"type": "LoadBalancer", "selector": {"app": APP},
+                     "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]}
+        }),
+    )
+    .await;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), APP_NS);
+    let pods: BTreeSet<String> =
+        eventually("3 echo pods running", Duration::from_secs(120), || async {
+            let list = pods_api
+                .list(&ListParams::default().labels(&format!("app={APP}")))
+                .await
+                .map_err(|e| e.to_string())?;
+            let running: BTreeSet<String> = list
+                .items
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .map(|p| p.metadata.name.clone().unwrap_or_default())
+                .collect();
+            if running.len() == 3 {
+                Ok(running)
+            } else {
+                Err(format!("running: {running:?}"))
+            }
+        })
+        .await
+        .expect("pods");
+
+    // Controller and speakers, before the membership Secret exists.
+    lab.restart_controller().expect("start controller");
+    let nodes: Vec<String> = lab.topology().nodes().map(|n| n.name.clone()).collect();
+    for n in &nodes {
+        lab.restart_speaker(n).expect("start speaker");
+    }
+    eventually("the Service gets its address", WAIT, || async {
+        let s = svcs.get(APP).await.map_err(|e| e.to_string())?;
+        let ips: Vec<String> = s
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip)
+            .collect();
+        if ips == [LB_IP] {
+            Ok(())
+        } else {
+            Err(format!("ingress {ips:?}"))
+        }
+    })
+    .await
+    .expect("address");
+
+    // No membership key: every speaker is up but not ready, and nobody answers.
+    for n in &nodes {
+        let n = n.clone();
+        let lab2 = lab.clone();
+        eventually(&format!("{n} serves /readyz"), WAIT, move || {
+            let lab2 = lab2.clone();
+            let n = n.clone();
+            async move {
+                match readyz(&lab2, &n) {
+                    503 => Ok(()),
+                    c => Err(format!("/readyz {c}")),
+                }
+            }
+        })
+        .await
+        .expect("not ready without a key");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        announcer(&lab, true),
+        None,
+        "announced without a membership key"
+    );
+    assert!(l2_status_nodes(&client).await.unwrap().is_empty());
+
+    // The Secret with a random key: announcing starts without a restart.
+    let mut key = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .expect("random key");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "ferrolb-memberlist", "namespace": NS}
+    }))
+    .unwrap();
+    let mut secret = secret;
+    secret.data = Some([("secretkey".to_string(), ByteString(key))].into());
+    secrets
+        .create(&Default::default(), &secret)
+        .await
+        .expect("create secret");
+    let leader = wait_announced(&lab, &client, &pods, None, None).await;
+    assert!(
+        WORKERS.contains(&leader.as_str()),
+        "{leader} is not a worker"
+    );
+    assert_eq!(
+        lab.neighbour_mac("client", lb_ip())
+            .unwrap()
+            .map(|m| m.to_lowercase()),
+        Some(lab.interface_mac(&leader).unwrap().to_lowercase())
+    );
+    wait_event(&client, &leader).await;
+    for n in &nodes {
+        assert_eq!(readyz(&lab, n), 200, "{n} not ready with the key");
+    }
+    // Metrics are refreshed every second.
+    let want_announced = format!(
+        "metallb_speaker_announced{{ip=\"{LB_IP}\",node=\"{leader}\",protocol=\"layer2\",service=\"{APP_NS}/{APP}\"}} 1"
+    );
+    eventually("announced and membership metrics", WAIT, || async {
+        let m = metrics(&lab, &leader);
+        if m.contains(&want_announced) && m.contains("ferrolb_speaker_members_live 4\n") {
+            Ok(())
+        } else {
+            Err(m)
+        }
+    })
+    .await
+    .expect("metrics");
+    // Requests spread over the pods through the announced address.
+    let mut seen = BTreeSet::new();
+    for _ in 0..15 {
+        let body = lab
+            .curl(
+                "client",
+                &format!("http://{LB_IP}/"),
+                Duration::from_secs(2),
+            )
+            .expect("request");
+        seen.insert(body.trim().to_string());
+    }
+    assert!(seen.is_subset(&pods) && seen.len() >= 2, "answers {seen:?}");
+
+    // The exclude label moves the address away; removing it brings it back.
+    label_node(&client, &leader, EXCLUDE_LABEL, Some("")).await;
+    let other = wait_announced(&lab, &client, &pods, None, Some(&leader)).await;
+    label_node(&client, &leader, EXCLUDE_LABEL, None).await;
+    wait_announced(&lab, &client, &pods, Some(&leader), None).await;
+
+    // nodeSelectors: a leader that stops matching loses the address.
+    label_node(&client, &leader, ANNOUNCE_LABEL, None).await;
+    let moved = wait_announced(&lab, &client, &pods, None, Some(&leader)).await;
+    assert_eq!(
+        moved, other,
+        "the runner-up is the same whatever the reason"
+    );
+    label_node(&client, &leader, ANNOUNCE_LABEL, Some("yes")).await;
+    wait_announced(&lab, &client, &pods, Some(&leader), None).await;
+
+    // Graceful restart of the leader's speaker: requests keep being answered.
+    let prober = Prober::start(lab.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    lab.restart_speaker(&leader).expect("restart speaker");
+    let restart_took = t0.elapsed();
+    // The restarted speaker rejoins and, as the rendezvous winner, takes it back.
+    wait_announced(&lab, &client, &pods, Some(&leader), None).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (ok, failed, answered_by) = prober.finish();
+    eprintln!(
+        "figure: graceful restart of {leader}'s speaker: stop+start {restart_took:?}, requests ok {ok}, failed {failed}, ARP answered by {answered_by:?}"
+    );
+    assert!(ok > 10, "too few requests ({ok}) to judge the handover");
+    assert_eq!(failed, 0, "requests failed during a graceful handover");
+    assert!(
+        answered_by.len() >= 2,
+        "the address never moved during the restart: {answered_by:?}"
+    );
+
+    // Node failure: the address moves to the runner-up; the client is told by a
+    // gratuitous ARP, without asking.
+    lab.restart_speaker(&leader).ok();
+    wait_announced(&lab, &client, &pods, Some(&leader), None).await;
+    let t0 = Instant::now();
+    lab.node_fail(&leader).expect("node fail");
+    let lab2 = lab.clone();
+    let leader2 = leader.clone();
+    let (next, gap) = tokio::task::spawn_blocking(move || {
+        wait_mac_change(&lab2, &leader2, t0, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "figure: node failure of {leader}: client's neighbour entry moved to {next} after {gap:?}"
+    );
+    assert!(WORKERS.contains(&next.as_str()) && next != leader);
+    assert!(gap < Duration::from_secs(5), "failover took {gap:?}");
+    // A pod on the failed node stays an endpoint until the node is NotReady, so only
+    // eventual success is required here.
+    eventually("requests answered after the failover", WAIT, || async {
+        lab.curl(
+            "client",
+            &format!("http://{LB_IP}/"),
+            Duration::from_secs(2),
+        )
+        .map_err(|e| e.to_string())
+    })
+    .await
+    .expect("answers after failover");
+    let m = metrics(&lab, &next);
+    let takeovers: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("ferrolb_speaker_takeovers_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(takeovers >= 1, "{next} counted no takeover:\n{m}");
+
+    // Clean-up of what this test made inside the lab is the lab's teardown (the guard
+    // drops it also when an assertion above fails).
+    let _ = svcs.delete(APP, &DeleteParams::default()).await;
+    drop(client);
+    match Arc::try_unwrap(lab) {
+        Ok(lab) => lab.down().expect("down"),
+        Err(_) => panic!("lab still shared"),
+    }
+}
