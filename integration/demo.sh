@@ -86,6 +86,11 @@ bold "MetalLB part: ferrolb runs in the lab (controller in m-k8s, a speaker per 
 # Non-zero when a daemon died; the output says which, and the demo goes on.
 show "$LABBIN" status || true
 show kubectl create namespace metallb-system
+# ferrolb's CustomResourceDefinitions, as its chart installs them.
+if [ -d "$repo/deploy/crds" ]; then
+  show kubectl apply --server-side -f "$repo/deploy/crds"
+  show kubectl wait --for=condition=Established --timeout=60s crd --all
+fi
 kubectl apply -f - <<'EOF'
 apiVersion: v1
 kind: ConfigMap
