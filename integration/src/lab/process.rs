@@ -2,9 +2,8 @@
 //! `/proc`, killed without leaving anything behind.
 //!
 //! A daemon runs as `setsid [ip netns exec NS | nsenter --net=...] PROGRAM
-//! ARGS`. The wrappers
-//! exec in place, so the pid we spawn is the daemon's pid and also its
-//! session id; everything it forks keeps that session id, which is how
+//! ARGS`. The wrappers exec in place, so the pid we spawn is the daemon's
+//! pid and also its session id; everything it forks keeps that session id, which is how
 //! teardown finds the daemon's children even when they sit in no named
 //! namespace. Output goes (appended) to `STATE/logs/NAME.log`, the pid to
 //! `STATE/pids/NAME.pid` together with the program path, so that a pid
