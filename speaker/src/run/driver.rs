@@ -61,6 +61,9 @@ pub struct Driver<A> {
     announcer: A,
     plan: Plan,
     leaving: bool,
+    /// The peer list last given to the membership; it is only replaced when it
+    /// changes, not on every Service or EndpointSlice event.
+    peers: Vec<String>,
 }
 
 impl<A: Announcer> Driver<A> {
@@ -76,6 +79,7 @@ impl<A: Announcer> Driver<A> {
             announcer,
             plan: Plan::default(),
             leaving: false,
+            peers: Vec::new(),
         }
     }
 
@@ -135,7 +139,8 @@ impl<A: Announcer> Driver<A> {
             Some(k) => {
                 let seed = epoch ^ crate::election::weight(&self.me, IpAddr::from([0, 0, 0, 0]));
                 let mut m = Membership::new(self.mcfg.clone(), &self.me, k, epoch, seed, now)?;
-                m.set_peers(self.peer_names(), now)?;
+                self.peers = self.peer_names();
+                m.set_peers(&self.peers, now)?;
                 Some(m)
             }
         };
@@ -155,10 +160,13 @@ impl<A: Announcer> Driver<A> {
     pub fn api_changed(&mut self, now: Instant) -> Transition {
         self.eligibility = self.world.eligibility();
         let peers = self.peer_names();
-        if let Some(m) = &mut self.membership
-            && let Err(e) = m.set_peers(peers, now)
+        if peers != self.peers
+            && let Some(m) = &mut self.membership
         {
-            warn!(error = %e, "peer list rejected by the membership");
+            match m.set_peers(&peers, now) {
+                Ok(()) => self.peers = peers,
+                Err(e) => warn!(error = %e, "peer list rejected by the membership"),
+            }
         }
         self.drain_events();
         self.reelect()

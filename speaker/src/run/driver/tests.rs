@@ -110,9 +110,10 @@ impl Net {
         }
     }
 
-    fn index_of(addr: SocketAddr) -> usize {
+    /// The simulated node at `addr`; `None` for nodes the API lists but nobody runs.
+    fn index_of(addr: SocketAddr) -> Option<usize> {
         assert_eq!(addr.port(), PORT);
-        (0..NAMES.len()).find(|&i| node_ip(i) == addr.ip()).unwrap()
+        (0..NAMES.len()).find(|&i| node_ip(i) == addr.ip())
     }
 
     fn step(&mut self) {
@@ -136,8 +137,9 @@ impl Net {
                 self.record(i, t);
             }
             while let Some((addr, payload)) = self.nodes[i].poll_transmit() {
-                self.wire
-                    .push_back((now + STEP, i, Net::index_of(addr), payload));
+                if let Some(to) = Net::index_of(addr) {
+                    self.wire.push_back((now + STEP, i, to, payload));
+                }
             }
         }
     }
@@ -391,4 +393,39 @@ fn a_new_sharer_is_reported_as_a_respec() {
     assert!(t.gained.is_empty() && t.lost.is_empty());
     assert_eq!(t.respec, BTreeSet::from([a]));
     assert_eq!(d.announcer().leading[&a].services.len(), 2);
+}
+
+#[test]
+fn nodes_in_the_api_become_peers_and_silent_ones_are_dropped() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_millis(500));
+    let now = net.now;
+    for d in &mut net.nodes {
+        d.world_mut().nodes.insert(
+            "n4".into(),
+            NodeInfo {
+                ready: true,
+                internal_ip: Some(node_ip(3)),
+                ..Default::default()
+            },
+        );
+        d.api_changed(now);
+        assert!(
+            d.membership().unwrap().is_alive("n4"),
+            "a new peer starts alive"
+        );
+    }
+    // Nobody runs a speaker on n4: the others find it dead, and addresses it would
+    // win go to live nodes.
+    net.until(Duration::from_secs(5), |n| {
+        n.nodes
+            .iter()
+            .all(|d| !d.membership().unwrap().is_alive("n4"))
+    })
+    .expect("n4 declared dead");
+    net.run_for(Duration::from_millis(300));
+    for a in ADDRS {
+        let a = ip(a);
+        assert_eq!(net.announcers(a), [net.expected_leader(a, &[0, 1, 2])]);
+    }
 }
