@@ -522,7 +522,7 @@ impl Membership {
             self.check_verifications(now);
         }
         if now >= self.next_dead_probe {
-            self.probe_dead(now);
+            self.probe_dead();
             let jitter = self
                 .config
                 .dead_probe_interval
@@ -664,9 +664,10 @@ impl Membership {
                 self.members[i].revived_at = Some(now);
             }
         } else {
-            // A death heard second-hand (piggybacked or anti-entropy) may be
-            // a stale view from across a healed partition. Ask the node
-            // itself, with the claim attached so that it can refute.
+            // A death that is not news (an anti-entropy repeat, or news from
+            // a node readmitted moments ago) may be a stale view from across
+            // a healed partition. Ask the node itself, with the claim
+            // attached so that it can refute.
             self.verify(i, u.incarnation, now);
         }
         None
@@ -886,7 +887,7 @@ impl Membership {
         self.add_vote(t, self.me, incarnation, now);
     }
 
-    fn probe_dead(&mut self, _now: Instant) {
+    fn probe_dead(&mut self) {
         if self.dead_list.is_empty() {
             return;
         }

@@ -178,12 +178,6 @@ impl Sim {
         self.group = vec![0; self.nodes.len()];
     }
 
-    /// Delivers a raw datagram to node `to` after the usual latency.
-    pub fn inject(&mut self, to: usize, payload: Vec<u8>) {
-        let at = self.now + self.net.latency_min;
-        self.push(at, Kind::Deliver { to, payload });
-    }
-
     pub fn live_view(&self, i: usize) -> BTreeSet<String> {
         self.nodes[i]
             .membership
