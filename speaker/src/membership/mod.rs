@@ -281,6 +281,8 @@ pub struct Membership {
     next_dead_probe: Instant,
     last_rx: Instant,
     isolated: bool,
+    /// Set by `leave`: this instance is shutting down and stays silent.
+    left: bool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -328,6 +330,7 @@ impl Membership {
             rng,
             last_rx: now,
             isolated: false,
+            left: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -499,7 +502,62 @@ impl Membership {
         t
     }
 
+    /// Planned shutdown: tells the monitors and a random fan-out that this
+    /// node is dead at its current incarnation, as news, so the cluster fails
+    /// over at once instead of after the detection time. From then on this
+    /// instance is silent (it answers, refutes and sends nothing), so peers
+    /// that missed the news confirm it by getting no answer. A restart
+    /// rejoins with a new epoch by refuting the death as usual.
+    pub fn leave(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        let me = self.me;
+        let mut to = self.successors(me);
+        to.extend(self.watches.iter().map(|w| w.member));
+        let peers = self.ring.len() - 1;
+        let mut tries = 0;
+        while tries < self.config.gossip_fanout * 8
+            && to.len() < peers.min(2 * self.config.monitors + self.config.gossip_fanout)
+        {
+            tries += 1;
+            let c = self.ring[self.rng.below(self.ring.len())];
+            if c != me && !to.contains(&c) {
+                to.push(c);
+            }
+        }
+        to.sort_unstable();
+        to.dedup();
+        for t in to {
+            let last_words = Update {
+                node: self.members[me].name.to_string(),
+                incarnation: self.members[me].incarnation,
+                dead: true,
+                news: true,
+            };
+            self.send_with(t, Body::Gossip, Some(last_words), &[], false);
+        }
+        self.left = true;
+        // Nothing is due any more; keep `poll_timeout` from firing in a loop.
+        let idle = now + Duration::from_secs(24 * 3600);
+        self.next_probe = idle;
+        self.next_dead_probe = idle;
+        self.next_check = None;
+        self.verifying.clear();
+        for w in &mut self.watches {
+            w.challenged = None;
+        }
+    }
+
+    /// True once `leave` has been called.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
         if self.next_check.is_some_and(|c| now >= c) {
             self.next_check = None;
             self.check_acks(now);
@@ -534,6 +592,9 @@ impl Membership {
 
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
         self.stats.received += 1;
+        if self.left {
+            return;
+        }
         let msg = match Message::decode(datagram, &self.key) {
             Ok(m) => m,
             Err(WireError::BadMac) => {

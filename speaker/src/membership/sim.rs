@@ -164,6 +164,14 @@ impl Sim {
         Ok(())
     }
 
+    /// Node `i` leaves gracefully (see `Membership::leave`); it stays up but
+    /// silent until crashed or restarted.
+    pub fn leave(&mut self, i: usize) {
+        let now = self.base + self.now;
+        self.nodes[i].membership.leave(now);
+        self.drain(i);
+    }
+
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].up = false;
     }

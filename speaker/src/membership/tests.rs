@@ -632,3 +632,37 @@ fn monitor_challenges_before_it_votes() {
     // Votes go to the target's other monitor, never before the challenge.
     assert!(c - start >= cfg.probe_interval * (cfg.suspect_after_misses - 1));
 }
+
+#[test]
+fn graceful_leave_is_known_everywhere_at_once() {
+    let n = 60;
+    let mut sim = Sim::new(n, Config::default(), lossy(0.05), 23).unwrap();
+    sim.run_until(ms(2000));
+    let left_at = sim.now();
+    sim.leave(8);
+    sim.run_until(ms(4000));
+    let downs = sim.downs_of(&node_name(8), left_at);
+    let observers: BTreeSet<usize> = downs.iter().map(|d| d.1).collect();
+    assert_eq!(observers.len(), n - 1);
+    // Most peers hear the news within milliseconds; the few it missed
+    // confirm by getting no answer, well inside a normal detection time.
+    let mut t: Vec<Duration> = downs.iter().map(|d| d.0 - left_at).collect();
+    t.sort();
+    assert!(t[t.len() / 2] < ms(10), "median {:?}", t[t.len() / 2]);
+    assert!(t[t.len() - 1] < ms(300), "last {:?}", t[t.len() - 1]);
+    // It never came back: leaving is not refuted.
+    let ups = sim
+        .log
+        .iter()
+        .filter(|l| matches!(&l.event, Event::Up(x) if **x == *node_name(8)))
+        .count();
+    assert_eq!(ups, 0);
+    assert_eq!(sim.nodes[8].membership.stats().refutations, 0);
+    // Leaving was not mistaken for anything else.
+    let others = sim
+        .log
+        .iter()
+        .filter(|l| matches!(&l.event, Event::Down(x) if **x != *node_name(8)))
+        .count();
+    assert_eq!(others, 0);
+}
