@@ -138,7 +138,17 @@ pub(crate) mod tests {
         let mac = MacAddr([0, 0, 0x5e, 0, 0x53, 2]);
         let na = unsolicited_na("2001:db8:ffff::7".parse().unwrap(), mac).encode();
         let garp = gratuitous_arp("198.51.100.7".parse().unwrap(), mac).encode();
-        for f in [&ARP_REQUEST[..], &NS, &DAD_NS, &na, &garp, &SOLICITED_NA] {
+        for f in [
+            &ARP_REQUEST[..],
+            &NS,
+            &DAD_NS,
+            &na,
+            &garp,
+            &SOLICITED_NA,
+            &CAPTURED_KERNEL_ARP_REQUEST,
+            &CAPTURED_ARPING_REQUEST,
+            &CAPTURED_KERNEL_NS,
+        ] {
             assert_eq!(run(&announcer_filter(), f, PACKET_HOST), ACCEPT_LEN);
         }
     }

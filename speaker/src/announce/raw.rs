@@ -304,9 +304,10 @@ impl RawAnnouncer {
         self.open.keys().cloned().collect()
     }
 
-    fn open_port(&mut self, f: &IfaceFacts) -> io::Result<()> {
+    /// Makes sure `f` has a socket; true when one was (re)opened just now.
+    fn open_port(&mut self, f: &IfaceFacts) -> io::Result<bool> {
         match self.open.get_mut(&f.name) {
-            Some(o) if o.index == f.index && o.mac == f.mac => return Ok(()),
+            Some(o) if o.index == f.index && o.mac == f.mac => return Ok(false),
             // Recreated under the same name: the old socket is bound to a
             // vanished index (or announces a stale MAC).
             Some(o) => o.stop(),
@@ -341,7 +342,7 @@ impl RawAnnouncer {
                 thread: Some(thread),
             },
         );
-        Ok(())
+        Ok(true)
     }
 
     fn port(&self, iface: &str) -> Option<Port> {
@@ -430,11 +431,18 @@ impl Announcer for RawAnnouncer {
         }
         let facts = self.facts.clone();
         let mut want: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+        // Interfaces whose socket is new: every address on them is announced
+        // afresh (and IPv6 groups joined again), even if it was led before on
+        // an interface of the same name that has since been recreated.
+        let mut fresh = BTreeSet::new();
         for (ip, spec) in &leading {
             let mut names = BTreeSet::new();
             for f in iface::select(&facts, family(*ip), spec.interfaces.as_ref()) {
                 match self.open_port(f) {
-                    Ok(()) => {
+                    Ok(new) => {
+                        if new {
+                            fresh.insert(f.name.clone());
+                        }
                         names.insert(f.name.clone());
                     }
                     Err(e) => tracing::warn!(iface = %f.name, error = %e, "opening packet socket"),
@@ -462,7 +470,11 @@ impl Announcer for RawAnnouncer {
                     (self.next_epoch, BTreeSet::new())
                 }
             };
-            let added: BTreeSet<String> = names.difference(&before).cloned().collect();
+            let added: BTreeSet<String> = names
+                .iter()
+                .filter(|n| !before.contains(*n) || fresh.contains(*n))
+                .cloned()
+                .collect();
             if let IpAddr::V6(v6) = ip {
                 // Join before the swap, so that solicitations reach us by the
                 // time we answer them.
@@ -579,6 +591,16 @@ mod tests {
     impl InterfaceSource for FakeIfaces {
         fn list(&self) -> io::Result<Vec<IfaceFacts>> {
             Ok(self.0.clone())
+        }
+    }
+
+    /// Interfaces the test changes between calls.
+    #[derive(Debug, Clone, Default)]
+    struct LiveIfaces(Arc<Mutex<Vec<IfaceFacts>>>);
+
+    impl InterfaceSource for LiveIfaces {
+        fn list(&self) -> io::Result<Vec<IfaceFacts>> {
+            Ok(lock(&self.0).clone())
         }
     }
 
@@ -879,6 +901,42 @@ mod tests {
         assert_eq!(a.open_interfaces(), ["veth0"]);
         let veth0 = sockets.wire("veth0");
         assert_eq!(veth0.next_sent(), gratuitous_arp(LB4B, A).encode());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recreated_or_returning_interfaces_are_announced_afresh() {
+        let sockets = FakeSockets::default();
+        let live = LiveIfaces::default();
+        *lock(&live.0) = vec![iface("eth0", 2, B)];
+        let mut a = RawAnnouncer::with_parts(
+            RawConfig::default(),
+            Box::new(live.clone()),
+            Box::new(sockets.clone()),
+        )
+        .unwrap();
+        a.set_leading(lead(&[LB6.into()]));
+        let first = sockets.wire("eth0");
+        assert_eq!(first.next_sent(), unsolicited_na(LB6, B).encode());
+
+        // eth0 deleted and created again: new index, new MAC.
+        *lock(&live.0) = vec![iface("eth0", 7, A)];
+        a.set_leading(lead(&[LB6.into()]));
+        let second = sockets.wire("eth0");
+        assert_eq!(*lock(&second.socket.groups), [(true, LB6)]);
+        assert_eq!(second.next_sent(), unsolicited_na(LB6, A).encode());
+        assert_eq!(a.interfaces_of(LB6.into()), ["eth0"]);
+
+        // Down: the address is announced nowhere and the socket closes.
+        lock(&live.0)[0].up = false;
+        a.set_leading(lead(&[LB6.into()]));
+        assert!(a.interfaces_of(LB6.into()).is_empty());
+        assert!(a.open_interfaces().is_empty());
+        // Up again: announced at once on a new socket.
+        lock(&live.0)[0].up = true;
+        a.set_leading(lead(&[LB6.into()]));
+        let third = sockets.wire("eth0");
+        assert_eq!(third.next_sent(), unsolicited_na(LB6, A).encode());
+        assert_eq!(a.interfaces_of(LB6.into()), ["eth0"]);
     }
 
     #[test]

@@ -247,6 +247,48 @@ mod tests {
     }
 
     #[test]
+    fn captured_linux_and_arping_requests_are_answered() {
+        let lb4: Ipv4Addr = "198.51.100.7".parse().unwrap();
+        let lb6: Ipv6Addr = "2001:db8:ffff::7".parse().unwrap();
+        let t = led(&[lb4.into(), lb6.into()], "lan0");
+        for req in [&CAPTURED_KERNEL_ARP_REQUEST[..], &CAPTURED_ARPING_REQUEST] {
+            let Action::Reply { ip, frame } = respond(req, "lan0", B, &t) else {
+                panic!("not answered: {req:02x?}");
+            };
+            assert_eq!(ip, IpAddr::V4(lb4));
+            let r = ArpFrame::decode(&frame).unwrap();
+            assert_eq!((r.eth_dst, r.eth_src, r.op), (A, B, ArpOp::Reply));
+            assert_eq!((r.sender_mac, r.sender_ip), (B, lb4));
+            assert_eq!(
+                (r.target_mac, r.target_ip),
+                (A, "198.51.100.3".parse::<Ipv4Addr>().unwrap())
+            );
+        }
+        let Action::Reply { ip, frame } = respond(&CAPTURED_KERNEL_NS, "lan0", B, &t) else {
+            panic!("NS not answered");
+        };
+        assert_eq!(ip, IpAddr::V6(lb6));
+        // Decoding verifies the checksum, hop limit and option layout.
+        let na = NdpFrame::decode(&frame).unwrap();
+        assert_eq!((na.eth_dst, na.eth_src), (A, B));
+        assert_eq!(na.dst, "2001:db8:ffff::3".parse::<Ipv6Addr>().unwrap());
+        let NdpMessage::Advert(adv) = na.message else {
+            panic!("not an advertisement")
+        };
+        assert!(adv.solicited && adv.override_flag && !adv.router);
+        assert_eq!(adv.target, lb6);
+        assert_eq!(adv.options, vec![NdpOption::TargetLinkLayer(B)]);
+        // Not led here: the same captured frames get no answer.
+        let elsewhere = led(&[lb4.into(), lb6.into()], "eth1");
+        for f in [&CAPTURED_KERNEL_ARP_REQUEST[..], &CAPTURED_KERNEL_NS] {
+            assert_eq!(
+                respond(f, "lan0", B, &elsewhere),
+                Action::Ignore(Ignored::NotLed)
+            );
+        }
+    }
+
+    #[test]
     fn dad_probe_is_answered_to_all_nodes() {
         let Action::Reply { ip, frame } = respond(&DAD_NS, "eth0", B, &both()) else {
             panic!("DAD not answered");
@@ -401,8 +443,23 @@ mod tests {
 
     #[test]
     fn malformed_storm_does_not_panic_and_never_answers_unled() {
-        let t = both();
-        let bases: [&[u8]; 4] = [&ARP_REQUEST, &NS, &DAD_NS, &SOLICITED_NA];
+        let t = led(
+            &[
+                LB4.into(),
+                LB6.into(),
+                "198.51.100.7".parse::<IpAddr>().unwrap(),
+                "2001:db8:ffff::7".parse::<IpAddr>().unwrap(),
+            ],
+            "eth0",
+        );
+        let bases: [&[u8]; 6] = [
+            &ARP_REQUEST,
+            &NS,
+            &DAD_NS,
+            &SOLICITED_NA,
+            &CAPTURED_ARPING_REQUEST,
+            &CAPTURED_KERNEL_NS,
+        ];
         let mut s = 0x9e37_79b9_7f4a_7c15u64;
         let mut replies = 0;
         for i in 0..200_000 {
