@@ -28,6 +28,10 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn summary(label: &str, mut v: Vec<f64>) {
+    if v.is_empty() {
+        println!("    {label:<34} n=0");
+        return;
+    }
     v.sort_by(f64::total_cmp);
     let mean = v.iter().sum::<f64>() / v.len() as f64;
     let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
@@ -104,6 +108,46 @@ fn detection(n: usize, loss: f64, trials: usize, seed: u64) {
     println!(
         "    trials where some node never learned: {incomplete}; other nodes wrongly declared dead: {wrong}"
     );
+}
+
+/// Planned shutdown: one node calls `leave` per trial, then restarts.
+fn leave(n: usize, loss: f64, trials: usize, seed: u64) {
+    let mut sim = Sim::new(n, Config::default(), net(loss), seed).expect("sim");
+    let mut t = Duration::from_secs(2);
+    sim.run_until(t);
+    let (mut typical, mut all) = (Vec::new(), Vec::new());
+    for trial in 0..trials {
+        let node = (trial * 7919 + seed as usize) % n;
+        let at = sim.now();
+        sim.leave(node);
+        t += Duration::from_millis(1000);
+        sim.run_until(t);
+        let mut learned: Vec<f64> = sim
+            .downs_of(&node_name(node), at)
+            .iter()
+            .map(|d| ms(d.0 - at))
+            .collect();
+        learned.sort_by(f64::total_cmp);
+        if learned.len() == n - 1 {
+            typical.push(pct(&learned, 50.0));
+            all.push(learned[learned.len() - 1]);
+        }
+        sim.crash(node);
+        sim.restart(
+            node,
+            2 + trial as u64,
+            ferrolb_speaker::membership::Key::new(SIM_KEY).expect("key"),
+        )
+        .expect("restart");
+        t += Duration::from_millis(1500);
+        sim.run_until(t);
+    }
+    println!(
+        "  graceful leave, {:.0}% loss, {trials} trials (ms after leave()):",
+        loss * 100.0
+    );
+    summary("median node knows", typical);
+    summary("every live node knows", all);
 }
 
 /// Steady-state traffic and false positives over a long lossy run.
@@ -215,6 +259,7 @@ fn main() {
         let trials = if n >= 1000 { 20 } else { 30 };
         detection(n, 0.0, trials, seed);
         detection(n, 0.05, trials, seed + 1);
+        leave(n, 0.05, trials / 2, seed + 5);
         let secs = if n >= 1000 {
             20
         } else if n >= 100 {
