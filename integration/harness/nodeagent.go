@@ -760,7 +760,7 @@ func (a *nodeAgent) startPod(pod *corev1.Pod, rt *podRuntime) (*podRuntime, erro
 		}
 		probes = append(probes, plan[c.Name]...)
 	}
-	a.saveRecordLocked(rt)
+	a.saveRecordWithPIDs(rt)
 
 	// Wait until every listener answers, probing from the node netns
 	// through the pod's own address (so routing is verified too).
@@ -777,7 +777,9 @@ func (a *nodeAgent) startPod(pod *corev1.Pod, rt *podRuntime) (*podRuntime, erro
 	return rt, nil
 }
 
-func (a *nodeAgent) saveRecordLocked(rt *podRuntime) {
+// saveRecordWithPIDs persists rt's record with the PIDs of its running
+// echo processes (so a restarted agent can kill survivors).
+func (a *nodeAgent) saveRecordWithPIDs(rt *podRuntime) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	rt.rec.PIDs = nil
@@ -870,7 +872,7 @@ func (a *nodeAgent) restartExited(pod *corev1.Pod, rt *podRuntime) error {
 		if err := waitHTTP(rt.rec.IPs[0], plan[c.Name], 20*time.Second); err != nil {
 			return err
 		}
-		a.saveRecordLocked(rt)
+		a.saveRecordWithPIDs(rt)
 	}
 	return nil
 }
