@@ -16,7 +16,10 @@
 //! allows what it needs and refuses what it does not (SubjectAccessReview),
 //! the DaemonSet is scheduled on every node (control-plane included), the
 //! membership Secret survives `helm upgrade` unchanged, metallb.io objects
-//! given as values appear once their CRDs are served, and `helm uninstall`
+//! given as values appear once their CRDs are served, ferrolb's real
+//! controller and speakers (run as processes, one speaker per node's
+//! namespace, with tokens of the chart's ServiceAccounts) allocate and
+//! announce a LoadBalancer address without any request refused, and `helm uninstall`
 //! removes every object of the release except the CRDs, which the chart
 //! keeps on purpose (`crds.keep`, `helm.sh/resource-policy: keep`: deleting
 //! a CRD deletes every pool in the cluster). A reinstall with
@@ -24,8 +27,11 @@
 //!
 //! The lab's node agent does not run container images, so this test checks
 //! API objects and what the control plane does with them (scheduling,
-//! RBAC decisions), not running ferrolb pods; the kind workflow
-//! (`integration/kind/run.sh`) runs the images.
+//! RBAC decisions), and runs the binaries as processes, not the chart's pods
+//! (probes, images, security contexts are not exercised); the kind workflow
+//! (`integration/kind/run.sh`) runs the images. The binaries are
+//! `FERROLB_CONTROLLER`/`FERROLB_SPEAKER` or target/debug (built when
+//! missing).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -329,7 +335,7 @@ fn chart_lints_and_renders_with_every_value_set() {
     let cm = find(&objs, "ConfigMap", "config");
     assert!(cm.text.contains("  config: |"), "{}", cm.text);
     assert!(
-        cm.text.contains("- 198.51.100.10-198.51.100.20"),
+        cm.text.contains("- 198.51.100.100-198.51.100.120"),
         "{}",
         cm.text
     );
@@ -453,6 +459,296 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy file");
         }
     }
+}
+
+/// A child process killed when dropped.
+struct Proc {
+    name: &'static str,
+    child: std::sync::Mutex<std::process::Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut cmd: Command, dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create log");
+        cmd.stdout(file.try_clone().expect("clone log"))
+            .stderr(file);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Proc {
+            name,
+            child: std::sync::Mutex::new(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Still running, and no request refused by the API server.
+    fn healthy(&self) -> Result<(), String> {
+        let exited = self.child.lock().expect("child lock").try_wait();
+        if let Ok(Some(status)) = exited {
+            return Err(format!("{} exited ({status}):\n{}", self.name, self.log()));
+        }
+        let log = self.log();
+        if log.contains("Forbidden") || log.contains("forbidden") {
+            return Err(format!("{} was refused by RBAC:\n{log}", self.name));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A ferrolb binary: `FERROLB_CONTROLLER`/`FERROLB_SPEAKER`, else
+/// target/debug, built when missing.
+fn ferrolb_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return p.into();
+    }
+    let bin = repo().join("target/debug").join(name);
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--bin", name])
+            .current_dir(repo())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+    }
+    bin
+}
+
+/// A kubeconfig like `base` (same server and CA) authenticating as
+/// ServiceAccount `sa` of the release namespace, written as JSON.
+async fn sa_kubeconfig(client: &kube::Client, base: &Path, sa: &str, out: &Path) {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
+    let tr = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = sas
+        .create_token_request(sa, &PostParams::default(), &tr)
+        .await
+        .unwrap_or_else(|e| panic!("token for {sa}: {e}"))
+        .status
+        .expect("token status")
+        .token;
+    let kc = kube::config::Kubeconfig::read_from(base).expect("read kubeconfig");
+    let mut json = serde_json::to_value(&kc).expect("kubeconfig as JSON");
+    let users = json["users"].as_array_mut().expect("users");
+    assert!(!users.is_empty(), "kubeconfig without users");
+    for u in users.iter_mut() {
+        u["user"] = serde_json::json!({ "token": token });
+    }
+    std::fs::write(out, serde_json::to_vec_pretty(&json).expect("JSON")).expect("write kubeconfig");
+}
+
+async fn run_binaries_with_chart_rbac(lab: &Lab, client: &kube::Client) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let limit = Duration::from_secs(60);
+
+    // Controller, from the root namespace (API via the lab's forwarder).
+    let ctl_kc = dir.path().join("controller.kubeconfig");
+    sa_kubeconfig(
+        client,
+        &lab.kubeconfig_path(),
+        "ferrolb-controller",
+        &ctl_kc,
+    )
+    .await;
+    let mut cmd = Command::new(ferrolb_bin("ferrolb-controller", "FERROLB_CONTROLLER"));
+    cmd.args([
+        "--namespace",
+        NS,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--leader-elect",
+        "true",
+        "--lease-name",
+        "ferrolb-controller",
+    ])
+    .env("KUBECONFIG", &ctl_kc)
+    .env("POD_NAME", "chart-rbac-controller")
+    .env("RUST_LOG", "info");
+    let controller = Proc::spawn("controller", cmd, dir.path());
+
+    // A speaker in every node's namespace (API via the in-lab address):
+    // a lone speaker is isolated from its peers and announces nothing.
+    let spk_kc = dir.path().join("speaker.kubeconfig");
+    sa_kubeconfig(
+        client,
+        &lab.lab_kubeconfig_path(),
+        "ferrolb-speaker",
+        &spk_kc,
+    )
+    .await;
+    let speaker_bin = ferrolb_bin("ferrolb-speaker", "FERROLB_SPEAKER");
+    let nodes: Vec<String> = lab.topology().nodes().map(|n| n.name.clone()).collect();
+    let speakers: Vec<Proc> = lab
+        .topology()
+        .nodes()
+        .map(|node| {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &node.netns()])
+                .arg(&speaker_bin)
+                .args([
+                    "--node-name",
+                    &node.name,
+                    "--namespace",
+                    NS,
+                    "--metrics-addr",
+                    "127.0.0.1:0",
+                    "--announcer",
+                    "none",
+                ])
+                .env("KUBECONFIG", &spk_kc)
+                .env("RUST_LOG", "info");
+            Proc::spawn(leak(format!("speaker-{}", node.name)), cmd, dir.path())
+        })
+        .collect();
+    let speaker_logs = || {
+        speakers
+            .iter()
+            .map(|p| format!("--- {}\n{}", p.name, p.log()))
+            .collect::<String>()
+    };
+    let all_healthy = |ctl: &Proc, spk: &[Proc]| -> Result<(), String> {
+        ctl.healthy()?;
+        spk.iter().try_for_each(Proc::healthy)
+    };
+
+    // A LoadBalancer Service gets an address from the configured pools.
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "chart-rbac"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+    }))
+    .expect("Service");
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create Service");
+    // Speakers announce only Services with a ready endpoint: one, by hand
+    // (the Service has no selector; no traffic is sent to it).
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "chart-rbac", "labels": {
+            "kubernetes.io/service-name": "chart-rbac",
+            "endpointslice.kubernetes.io/managed-by": "deploy-helm-test",
+        }},
+        "addressType": "IPv4",
+        "endpoints": [{
+            "addresses": [lab.topology().nodes().next().expect("a node").ipv4.to_string()],
+            "conditions": {"ready": true},
+            "nodeName": nodes[0],
+        }],
+        "ports": [{"port": 80, "protocol": "TCP"}]
+    }))
+    .expect("EndpointSlice");
+    slices
+        .create(&PostParams::default(), &slice)
+        .await
+        .expect("create EndpointSlice");
+    let (ctl, spk, svcs) = (&controller, speakers.as_slice(), &services);
+    let ip = eventually(
+        "address allocated by the controller",
+        limit,
+        || async move {
+            all_healthy(ctl, spk)?;
+            let s = svcs.get("chart-rbac").await.map_err(|e| e.to_string())?;
+            s.status
+                .and_then(|st| st.load_balancer)
+                .and_then(|lb| lb.ingress)
+                .and_then(|i| i.into_iter().next())
+                .and_then(|i| i.ip)
+                .ok_or_else(|| "no ingress yet".to_owned())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\ncontroller log:\n{}", controller.log()));
+    assert!(ip.starts_with("198.51.100."), "unexpected address {ip}");
+
+    // The controller holds the Lease under its identity.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let holder = leases
+        .get("ferrolb-controller")
+        .await
+        .expect("Lease ferrolb-controller")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("chart-rbac-controller"));
+
+    // The speaker, the only one, announces the address and records it in a
+    // ServiceL2Status next to the Service.
+    let gvk = GroupVersionKind::gvk("metallb.io", "v1beta1", "ServiceL2Status");
+    let l2: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(&gvk, "servicel2statuses"),
+    );
+    // Exactly one ServiceL2Status, naming one of the nodes.
+    let (l2, nodes) = (&l2, &nodes);
+    let announcer = eventually(
+        "ServiceL2Status written by a speaker",
+        limit,
+        || async move {
+            all_healthy(ctl, spk)?;
+            let list = l2
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let announcers: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|o| o.data["status"]["node"].as_str().map(str::to_owned))
+                .collect();
+            match announcers.as_slice() {
+                [n] if nodes.contains(n) => Ok(n.clone()),
+                _ => Err(format!(
+                    "{} objects, announced by {announcers:?}",
+                    list.items.len()
+                )),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nspeaker logs:\n{}", speaker_logs()));
+    all_healthy(&controller, &speakers).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("chart RBAC: {ip} allocated by the controller, announced by {announcer}");
+
+    services
+        .delete("chart-rbac", &DeleteParams::default())
+        .await
+        .expect("delete Service");
+    slices
+        .delete("chart-rbac", &DeleteParams::default())
+        .await
+        .expect("delete EndpointSlice");
+    drop(speakers);
+    drop(controller);
+}
+
+/// A `&'static str` for a process name (a handful per test run).
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }
 
 /// Whether `user` may do `verb` on `group/resource[/sub]` (in `ns`, named
@@ -870,7 +1166,7 @@ async fn chart_installs_upgrades_and_uninstalls_on_the_lab() {
         .data
         .and_then(|d| d.get("config").cloned())
         .unwrap_or_default();
-    assert!(text.contains("198.51.100.10-198.51.100.20"), "{text}");
+    assert!(text.contains("198.51.100.100-198.51.100.120"), "{text}");
 
     // The DaemonSet controller places a speaker on every node, the
     // control-plane node included.
@@ -914,6 +1210,12 @@ async fn chart_installs_upgrades_and_uninstalls_on_the_lab() {
         key,
         "helm upgrade changed the membership key"
     );
+
+    // The real binaries under the chart's ServiceAccounts: ferrolb's
+    // controller and one speaker run as processes with a token of their
+    // ServiceAccount, so any permission the chart lacks shows up as an
+    // error. (The lab's node agent does not run images, hence processes.)
+    run_binaries_with_chart_rbac(&lab, &client).await;
 
     // A second upgrade changing a value, keeping the others.
     helm.ok(&[
