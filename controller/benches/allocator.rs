@@ -1,8 +1,8 @@
 //! Allocator benchmarks: the interval allocator against MetalLB's linear
 //! scan (`LinearAllocator`) on the same scenarios.
 //!
-//! - `fill_v4_16`: 65,534 allocations filling 10.1.0.1-10.1.255.254
-//!   (avoidBuggyIPs off), and 65,024 filling 10.1.0.0/16 with it on.
+//! - `fill_v4_16`: 65,534 allocations filling 198.19.0.1-198.19.255.254
+//!   (avoidBuggyIPs off), and 65,024 filling 198.19.0.0/16 with it on.
 //! - `fill_v4_20`: 4,094 allocations, both implementations (the linear
 //!   fill of a whole /16 takes seconds per run; `alloc_figures` has it).
 //! - `one_alloc_nearly_full_v4_16`: one allocation when only the highest

@@ -112,7 +112,7 @@ fn main() {
         }
     }
 
-    let s = "fill 10.1.0.1-10.1.255.254 (65,534 allocs)";
+    let s = "fill 198.19.0.1-198.19.255.254 (65,534 allocs)";
     let fast = fill_runs::<Fast>(v4_16, 65_534, runs);
     report(s, Fast::NAME, &fast);
     if linear_fill_16 {
@@ -121,14 +121,14 @@ fn main() {
         ratio(s, &fast, &slow);
     }
 
-    let s = "fill 10.1.0.0/16 avoidBuggyIPs (65,024 allocs)";
+    let s = "fill 198.19.0.0/16 avoidBuggyIPs (65,024 allocs)";
     report(
         s,
         Fast::NAME,
         &fill_runs::<Fast>(v4_16_avoid_buggy, 65_024, runs),
     );
 
-    let s = "fill 10.1.0.1-10.1.15.254 (4,094 allocs)";
+    let s = "fill 198.19.0.1-198.19.15.254 (4,094 allocs)";
     let fast = fill_runs::<Fast>(v4_20, 4_094, runs);
     let slow = fill_runs::<Linear>(v4_20, 4_094, runs);
     report(s, Fast::NAME, &fast);

@@ -12,7 +12,7 @@ use ferrolb_controller::allocator::{AllocError, Allocator, Family, IpRange, Pool
 
 pub const POOL: &str = "bench";
 
-/// 10.1.0.1-10.1.255.254, avoidBuggyIPs off: the /16 without its network
+/// 198.19.0.1-198.19.255.254, avoidBuggyIPs off: the /16 without its network
 /// and broadcast addresses, 65,534 addresses.
 pub fn v4_16() -> Pool {
     let start = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1));
@@ -20,13 +20,13 @@ pub fn v4_16() -> Pool {
     Pool::new(POOL, vec![IpRange::new(start, end).unwrap()], false)
 }
 
-/// 10.1.0.0/16 with avoidBuggyIPs on: 256 * 254 = 65,024 addresses.
+/// 198.19.0.0/16 with avoidBuggyIPs on: 256 * 254 = 65,024 addresses.
 pub fn v4_16_avoid_buggy() -> Pool {
     let net = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0));
     Pool::new(POOL, vec![IpRange::cidr(net, 16).unwrap()], true)
 }
 
-/// 10.1.0.1-10.1.15.254: a /20 minus network and broadcast, 4,094
+/// 198.19.0.1-198.19.15.254: a /20 minus network and broadcast, 4,094
 /// addresses; small enough for the quadratic linear fill.
 pub fn v4_20() -> Pool {
     let start = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1));

@@ -29,39 +29,39 @@ fn configs() -> Vec<Vec<Pool>> {
             Pool::new(
                 "p0",
                 vec![
-                    r("10.0.0.250", "10.0.1.4"),
+                    r("198.18.0.250", "198.18.1.4"),
                     r("2001:db8::fe", "2001:db8::103"),
                 ],
                 true,
             ),
             Pool::new(
                 "p1",
-                vec![r("10.0.2.0", "10.0.2.3"), r("10.0.1.10", "10.0.1.12")],
+                vec![r("198.18.2.0", "198.18.2.3"), r("198.18.1.10", "198.18.1.12")],
                 false,
             ),
         ],
         vec![
-            Pool::new("p0", vec![r("10.0.0.252", "10.0.1.2")], false),
+            Pool::new("p0", vec![r("198.18.0.252", "198.18.1.2")], false),
             Pool::new(
                 "p1",
                 vec![
-                    r("10.0.1.3", "10.0.1.12"),
+                    r("198.18.1.3", "198.18.1.12"),
                     r("2001:db8::100", "2001:db8::104"),
                 ],
                 true,
             ),
         ],
-        vec![Pool::new("p2", vec![r("10.0.0.250", "10.0.2.3")], true)],
+        vec![Pool::new("p2", vec![r("198.18.0.250", "198.18.2.3")], true)],
         vec![
             Pool::new("p1", vec![r("2001:db8::fc", "2001:db8::106")], false),
-            Pool::new("p2", vec![r("10.0.2.0", "10.0.2.1")], false),
+            Pool::new("p2", vec![r("198.18.2.0", "198.18.2.1")], false),
         ],
     ]
 }
 
 /// Every address any configuration mentions, plus a margin outside them.
 fn candidates() -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = (0x0a00_00f8u32..=0x0a00_0205)
+    let mut v: Vec<IpAddr> = (0xc612_00f8u32..=0xc612_0205)
         .map(|x| IpAddr::from(x.to_be_bytes()))
         .collect();
     let base: u128 = "2001:db8::".parse::<std::net::Ipv6Addr>().unwrap().into();

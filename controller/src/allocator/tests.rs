@@ -34,7 +34,7 @@ fn allocates_lowest_first_across_ranges() {
     // Ranges listed out of order: the lowest address still comes first.
     let mut a = alloc(vec![Pool::new(
         "p",
-        vec![range("10.0.1.0", "10.0.1.1"), range("10.0.0.5", "10.0.0.6")],
+        vec![range("198.18.1.0", "198.18.1.1"), range("198.18.0.5", "198.18.0.6")],
         false,
     )]);
     let got: Vec<IpAddr> = (0..4)
@@ -43,7 +43,7 @@ fn allocates_lowest_first_across_ranges() {
         .unwrap();
     assert_eq!(
         got,
-        ["10.0.0.5", "10.0.0.6", "10.0.1.0", "10.0.1.1"]
+        ["198.18.0.5", "198.18.0.6", "198.18.1.0", "198.18.1.1"]
             .map(ip)
             .to_vec()
     );
@@ -51,21 +51,21 @@ fn allocates_lowest_first_across_ranges() {
 
 #[test]
 fn released_hole_is_reused_first() {
-    let mut a = alloc(vec![Pool::new("p", vec![cidr("10.0.0.0/29")], false)]);
+    let mut a = alloc(vec![Pool::new("p", vec![cidr("198.18.0.0/29")], false)]);
     for i in 0..4 {
         a.allocate_next("p", Family::V4, format!("s{i}"), Sharing::exclusive())
             .unwrap();
     }
-    assert_eq!(a.release(&k("s1")), vec![ip("10.0.0.1")]);
+    assert_eq!(a.release(&k("s1")), vec![ip("198.18.0.1")]);
     assert_eq!(
         a.allocate_next("p", Family::V4, k("new"), Sharing::exclusive()),
-        Ok(ip("10.0.0.1"))
+        Ok(ip("198.18.0.1"))
     );
 }
 
 #[test]
 fn exhausted_pool_is_an_error() {
-    let mut a = alloc(vec![Pool::new("p", vec![cidr("10.0.0.0/31")], false)]);
+    let mut a = alloc(vec![Pool::new("p", vec![cidr("198.18.0.0/31")], false)]);
     a.allocate_next("p", Family::V4, k("a"), Sharing::exclusive())
         .unwrap();
     a.allocate_next("p", Family::V4, k("b"), Sharing::exclusive())
@@ -85,7 +85,7 @@ fn exhausted_pool_is_an_error() {
 
 #[test]
 fn unknown_pool_and_missing_family() {
-    let mut a = alloc(vec![Pool::new("p", vec![cidr("10.0.0.0/30")], false)]);
+    let mut a = alloc(vec![Pool::new("p", vec![cidr("198.18.0.0/30")], false)]);
     assert_eq!(
         a.allocate_next("q", Family::V4, k("a"), Sharing::exclusive()),
         Err(AllocError::UnknownPool(k("q")))
@@ -103,26 +103,26 @@ fn unknown_pool_and_missing_family() {
 fn avoid_buggy_ips_skips_dot_zero_and_dot_255() {
     let mut a = alloc(vec![Pool::new(
         "p",
-        vec![range("10.0.0.254", "10.0.1.1")],
+        vec![range("198.18.0.254", "198.18.1.1")],
         true,
     )]);
     assert_eq!(a.pool_stats("p", Family::V4).unwrap().total, 2);
     let first = a.allocate_next("p", Family::V4, k("a"), Sharing::exclusive());
     let second = a.allocate_next("p", Family::V4, k("b"), Sharing::exclusive());
-    assert_eq!((first, second), (Ok(ip("10.0.0.254")), Ok(ip("10.0.1.1"))));
+    assert_eq!((first, second), (Ok(ip("198.18.0.254")), Ok(ip("198.18.1.1"))));
     assert!(matches!(
         a.allocate_next("p", Family::V4, k("c"), Sharing::exclusive()),
         Err(AllocError::Exhausted { .. })
     ));
     // Requesting one is refused with the reason, though it is in the pool.
-    assert_eq!(a.pool_of(ip("10.0.0.255")), Some("p"));
+    assert_eq!(a.pool_of(ip("198.18.0.255")), Some("p"));
     let err = a
-        .assign(None, ip("10.0.1.0"), k("c"), Sharing::exclusive())
+        .assign(None, ip("198.18.1.0"), k("c"), Sharing::exclusive())
         .unwrap_err();
     assert_eq!(
         err,
         AllocError::Buggy {
-            ip: ip("10.0.1.0"),
+            ip: ip("198.18.1.0"),
             pool: k("p")
         }
     );
@@ -132,7 +132,7 @@ fn avoid_buggy_ips_skips_dot_zero_and_dot_255() {
 fn avoid_buggy_ips_is_ipv4_only_and_off_by_default_hands_out_all() {
     let mut a = alloc(vec![
         Pool::new("v6", vec![range("2001:db8::ff", "2001:db8::100")], true),
-        Pool::new("v4", vec![cidr("10.0.0.0/31")], false),
+        Pool::new("v4", vec![cidr("198.18.0.0/31")], false),
     ]);
     assert_eq!(a.pool_stats("v6", Family::V6).unwrap().total, 2);
     assert_eq!(
@@ -141,42 +141,42 @@ fn avoid_buggy_ips_is_ipv4_only_and_off_by_default_hands_out_all() {
     );
     assert_eq!(
         a.allocate_next("v4", Family::V4, k("a"), Sharing::exclusive()),
-        Ok(ip("10.0.0.0"))
+        Ok(ip("198.18.0.0"))
     );
 }
 
 #[test]
 fn avoid_buggy_totals_are_per_slash_24() {
-    let a = alloc(vec![Pool::new("p", vec![cidr("10.0.0.0/16")], true)]);
+    let a = alloc(vec![Pool::new("p", vec![cidr("198.18.0.0/16")], true)]);
     assert_eq!(a.pool_stats("p", Family::V4).unwrap().total, 256 * 254);
-    let b = alloc(vec![Pool::new("p", vec![cidr("10.0.0.0/16")], false)]);
+    let b = alloc(vec![Pool::new("p", vec![cidr("198.18.0.0/16")], false)]);
     assert_eq!(b.pool_stats("p", Family::V4).unwrap().total, 65_536);
 }
 
 #[test]
 fn requested_ip_outside_pools_or_wrong_pool() {
     let mut a = alloc(vec![
-        Pool::new("p", vec![cidr("10.0.0.0/30")], false),
-        Pool::new("q", vec![cidr("10.0.1.0/30")], false),
+        Pool::new("p", vec![cidr("198.18.0.0/30")], false),
+        Pool::new("q", vec![cidr("198.18.1.0/30")], false),
     ]);
     let err = a
-        .assign(None, ip("10.0.2.1"), k("a"), Sharing::exclusive())
+        .assign(None, ip("198.18.2.1"), k("a"), Sharing::exclusive())
         .unwrap_err();
-    assert_eq!(err.to_string(), "address 10.0.2.1 is not in any pool");
+    assert_eq!(err.to_string(), "address 198.18.2.1 is not in any pool");
     assert_eq!(
-        a.assign(Some("p"), ip("10.0.1.1"), k("a"), Sharing::exclusive()),
+        a.assign(Some("p"), ip("198.18.1.1"), k("a"), Sharing::exclusive()),
         Err(AllocError::WrongPool {
-            ip: ip("10.0.1.1"),
+            ip: ip("198.18.1.1"),
             requested: k("p"),
             actual: k("q")
         })
     );
-    // IPv4 and IPv6 never alias: ::a00:1 is not 10.0.0.1.
+    // IPv4 and IPv6 never alias: ::a00:1 is not 198.18.0.1.
     assert_eq!(a.pool_of(ip("::a00:1")), None);
-    assert_eq!(a.pool_of(ip("10.0.0.1")), Some("p"));
-    a.assign(Some("q"), ip("10.0.1.1"), k("a"), Sharing::exclusive())
+    assert_eq!(a.pool_of(ip("198.18.0.1")), Some("p"));
+    a.assign(Some("q"), ip("198.18.1.1"), k("a"), Sharing::exclusive())
         .unwrap();
-    assert_eq!(a.holders(ip("10.0.1.1")).count(), 1);
+    assert_eq!(a.holders(ip("198.18.1.1")).count(), 1);
 }
 
 #[test]
@@ -200,7 +200,7 @@ fn requested_ip_in_use_by_exclusive_holder() {
 
 #[test]
 fn sharing_with_same_key_disjoint_ports_succeeds_and_allocates_the_shared_ip() {
-    let mut a = alloc(vec![Pool::new("p", vec![cidr("10.0.0.0/24")], false)]);
+    let mut a = alloc(vec![Pool::new("p", vec![cidr("198.18.0.0/24")], false)]);
     a.allocate_next("p", Family::V4, k("first"), Sharing::exclusive())
         .unwrap();
     let web = a
@@ -211,7 +211,7 @@ fn sharing_with_same_key_disjoint_ports_succeeds_and_allocates_the_shared_ip() {
             Sharing::shared("k", tcp(&[80]), "c"),
         )
         .unwrap();
-    assert_eq!(web, ip("10.0.0.1"));
+    assert_eq!(web, ip("198.18.0.1"));
     // Free the lower address: allocation takes the lowest free-or-shareable
     // address, which is now the free .0, not the shareable .1.
     a.release(&k("first"));
@@ -223,9 +223,9 @@ fn sharing_with_same_key_disjoint_ports_succeeds_and_allocates_the_shared_ip() {
             Sharing::shared("k", [(Proto::Udp, 53)], "c"),
         )
         .unwrap();
-    assert_eq!(dns, ip("10.0.0.0"));
+    assert_eq!(dns, ip("198.18.0.0"));
     a.release(&k("dns"));
-    a.assign(None, ip("10.0.0.0"), k("first"), Sharing::exclusive())
+    a.assign(None, ip("198.18.0.0"), k("first"), Sharing::exclusive())
         .unwrap();
     let dns = a
         .allocate_next(
@@ -235,7 +235,7 @@ fn sharing_with_same_key_disjoint_ports_succeeds_and_allocates_the_shared_ip() {
             Sharing::shared("k", [(Proto::Udp, 53), (Proto::Tcp, 53)], "c"),
         )
         .unwrap();
-    assert_eq!(dns, ip("10.0.0.1"));
+    assert_eq!(dns, ip("198.18.0.1"));
     assert_eq!(a.holders(web).count(), 2);
     assert_eq!(a.pool_stats("p", Family::V4).unwrap().in_use, 2);
 }
@@ -311,22 +311,22 @@ fn sharing_refused_for_different_key_compat_or_exclusive_request() {
 
 #[test]
 fn shared_address_is_freed_by_last_holder_only() {
-    let mut a = alloc(vec![Pool::new("p", vec![cidr("10.0.0.0/31")], false)]);
+    let mut a = alloc(vec![Pool::new("p", vec![cidr("198.18.0.0/31")], false)]);
     let s1 = Sharing::shared("k", tcp(&[80]), "");
     let s2 = Sharing::shared("k", tcp(&[81]), "");
-    a.assign(None, ip("10.0.0.0"), k("a"), s1).unwrap();
-    a.assign(None, ip("10.0.0.0"), k("b"), s2).unwrap();
+    a.assign(None, ip("198.18.0.0"), k("a"), s1).unwrap();
+    a.assign(None, ip("198.18.0.0"), k("b"), s2).unwrap();
     a.release(&k("a"));
     assert_eq!(a.pool_stats("p", Family::V4).unwrap().in_use, 1);
     assert_eq!(
         a.allocate_next("p", Family::V4, k("c"), Sharing::exclusive()),
-        Ok(ip("10.0.0.1"))
+        Ok(ip("198.18.0.1"))
     );
     a.release(&k("b"));
     assert_eq!(a.pool_stats("p", Family::V4).unwrap().in_use, 1);
     assert_eq!(
         a.allocate_next("p", Family::V4, k("d"), Sharing::exclusive()),
-        Ok(ip("10.0.0.0"))
+        Ok(ip("198.18.0.0"))
     );
 }
 
@@ -334,7 +334,7 @@ fn shared_address_is_freed_by_last_holder_only() {
 fn allocate_next_is_idempotent_per_key_pool_family() {
     let mut a = alloc(vec![Pool::new(
         "p",
-        vec![cidr("10.0.0.0/30"), cidr("2001:db8::/126")],
+        vec![cidr("198.18.0.0/30"), cidr("2001:db8::/126")],
         false,
     )]);
     let v4 = a
@@ -357,7 +357,7 @@ fn allocate_next_is_idempotent_per_key_pool_family() {
 
 #[test]
 fn release_of_unknown_key_is_a_no_op() {
-    let mut a = alloc(vec![Pool::new("p", vec![cidr("10.0.0.0/30")], false)]);
+    let mut a = alloc(vec![Pool::new("p", vec![cidr("198.18.0.0/30")], false)]);
     a.allocate_next("p", Family::V4, k("a"), Sharing::exclusive())
         .unwrap();
     assert!(a.release(&k("zzz")).is_empty());
@@ -366,33 +366,33 @@ fn release_of_unknown_key_is_a_no_op() {
 
 #[test]
 fn set_pools_keeps_addresses_still_in_a_pool_and_evicts_the_rest() {
-    let mut a = alloc(vec![Pool::new("p", vec![cidr("10.0.0.0/24")], false)]);
+    let mut a = alloc(vec![Pool::new("p", vec![cidr("198.18.0.0/24")], false)]);
     for (key, addr) in [
-        ("keep", "10.0.0.7"),
-        ("move", "10.0.0.200"),
-        ("gone", "10.0.0.100"),
+        ("keep", "198.18.0.7"),
+        ("move", "198.18.0.200"),
+        ("gone", "198.18.0.100"),
     ] {
         a.assign(None, ip(addr), k(key), Sharing::exclusive())
             .unwrap();
     }
-    a.assign(None, ip("10.0.0.255"), k("buggy"), Sharing::exclusive())
+    a.assign(None, ip("198.18.0.255"), k("buggy"), Sharing::exclusive())
         .unwrap();
     let evicted = a
         .set_pools(vec![
-            Pool::new("p", vec![cidr("10.0.0.0/26")], false),
+            Pool::new("p", vec![cidr("198.18.0.0/26")], false),
             // .255 is still inside a range but avoidBuggyIPs now forbids it.
-            Pool::new("q", vec![cidr("10.0.0.192/26")], true),
+            Pool::new("q", vec![cidr("198.18.0.192/26")], true),
         ])
         .unwrap();
     assert_eq!(
         evicted.into_iter().collect::<Vec<_>>(),
         vec![
-            (k("buggy"), vec![ip("10.0.0.255")]),
-            (k("gone"), vec![ip("10.0.0.100")]),
+            (k("buggy"), vec![ip("198.18.0.255")]),
+            (k("gone"), vec![ip("198.18.0.100")]),
         ]
     );
-    assert_eq!(a.addresses_of(&k("keep")), vec![ip("10.0.0.7")]);
-    assert_eq!(a.addresses_of(&k("move")), vec![ip("10.0.0.200")]);
+    assert_eq!(a.addresses_of(&k("keep")), vec![ip("198.18.0.7")]);
+    assert_eq!(a.addresses_of(&k("move")), vec![ip("198.18.0.200")]);
     assert_eq!(a.pool_stats("p", Family::V4).unwrap().in_use, 1);
     assert_eq!(a.pool_stats("q", Family::V4).unwrap().in_use, 1);
     // The moved address is not handed out again by its new pool.
@@ -401,7 +401,7 @@ fn set_pools_keeps_addresses_still_in_a_pool_and_evicts_the_rest() {
         let got = a
             .allocate_next("q", Family::V4, format!("n{i}"), Sharing::exclusive())
             .unwrap();
-        assert_ne!(got, ip("10.0.0.200"));
+        assert_ne!(got, ip("198.18.0.200"));
     }
     assert!(matches!(
         a.allocate_next("q", Family::V4, k("full"), Sharing::exclusive()),
@@ -413,7 +413,7 @@ fn set_pools_keeps_addresses_still_in_a_pool_and_evicts_the_rest() {
 fn set_pools_evicts_only_the_lost_family_of_a_dual_stack_key() {
     let mut a = alloc(vec![Pool::new(
         "p",
-        vec![cidr("10.0.0.0/30"), cidr("2001:db8::/126")],
+        vec![cidr("198.18.0.0/30"), cidr("2001:db8::/126")],
         false,
     )]);
     a.allocate_next("p", Family::V4, k("a"), Sharing::exclusive())
@@ -421,21 +421,21 @@ fn set_pools_evicts_only_the_lost_family_of_a_dual_stack_key() {
     a.allocate_next("p", Family::V6, k("a"), Sharing::exclusive())
         .unwrap();
     let evicted = a
-        .set_pools(vec![Pool::new("p", vec![cidr("10.0.0.0/30")], false)])
+        .set_pools(vec![Pool::new("p", vec![cidr("198.18.0.0/30")], false)])
         .unwrap();
     assert_eq!(evicted.get(&k("a")), Some(&vec![ip("2001:db8::")]));
-    assert_eq!(a.addresses_of(&k("a")), vec![ip("10.0.0.0")]);
+    assert_eq!(a.addresses_of(&k("a")), vec![ip("198.18.0.0")]);
 }
 
 #[test]
 fn set_pools_rejects_overlap_and_leaves_state_alone() {
-    let mut a = alloc(vec![Pool::new("p", vec![cidr("10.0.0.0/30")], false)]);
+    let mut a = alloc(vec![Pool::new("p", vec![cidr("198.18.0.0/30")], false)]);
     a.allocate_next("p", Family::V4, k("a"), Sharing::exclusive())
         .unwrap();
     let err = a
         .set_pools(vec![
-            Pool::new("p", vec![cidr("10.0.0.0/24")], false),
-            Pool::new("q", vec![range("10.0.0.255", "10.0.1.3")], false),
+            Pool::new("p", vec![cidr("198.18.0.0/24")], false),
+            Pool::new("q", vec![range("198.18.0.255", "198.18.1.3")], false),
         ])
         .unwrap_err();
     assert!(matches!(err, ConfigError::Overlap { .. }), "{err}");
@@ -446,25 +446,25 @@ fn set_pools_rejects_overlap_and_leaves_state_alone() {
         ])
         .unwrap_err();
     assert_eq!(err, ConfigError::DuplicatePool(k("p")));
-    assert_eq!(a.addresses_of(&k("a")), vec![ip("10.0.0.0")]);
+    assert_eq!(a.addresses_of(&k("a")), vec![ip("198.18.0.0")]);
     assert_eq!(a.pool_stats("p", Family::V4).unwrap().total, 4);
 }
 
 #[test]
 fn range_construction_errors() {
     assert!(matches!(
-        IpRange::new(ip("10.0.0.1"), ip("::1")),
+        IpRange::new(ip("198.18.0.1"), ip("::1")),
         Err(ConfigError::MixedFamilies { .. })
     ));
     assert!(matches!(
-        IpRange::new(ip("10.0.0.2"), ip("10.0.0.1")),
+        IpRange::new(ip("198.18.0.2"), ip("198.18.0.1")),
         Err(ConfigError::StartAfterEnd { .. })
     ));
     assert!(matches!(
-        IpRange::cidr(ip("10.0.0.0"), 33),
+        IpRange::cidr(ip("198.18.0.0"), 33),
         Err(ConfigError::PrefixTooLong { .. })
     ));
-    assert_eq!(cidr("10.1.2.3/16"), range("10.1.0.0", "10.1.255.255"));
+    assert_eq!(cidr("198.19.2.3/16"), range("198.19.0.0", "198.19.255.255"));
 }
 
 #[test]
