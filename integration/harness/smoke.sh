@@ -67,7 +67,12 @@ ip netns exec $P-m-k8s "$H" control-plane --data-dir "$S/cp" --advertise-address
 pids+=($!)
 t0=$(date +%s)
 until [ -f "$S/cp/ready" ]; do
-  kill -0 "${pids[0]}" 2>/dev/null || { tail -20 "$S/cp.log"; echo "FAIL: control plane exited"; exit 1; }
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then
+    rc=0; wait "${pids[0]}" || rc=$?
+    tail -20 "$S/cp.log"
+    # 137 = SIGKILL from outside, e.g. a concurrent `lab down` (flb-*).
+    echo "FAIL: control plane exited with status $rc"; exit 1
+  fi
   [ $(( $(date +%s) - t0 )) -lt 180 ] || { echo "FAIL: control plane not ready in 180s"; exit 1; }
   sleep 0.5
 done
