@@ -48,7 +48,10 @@
 //! (from a Kubernetes Secret) and a boot epoch + sequence number checked per
 //! peer, so forged, unknown-sender and replayed datagrams are dropped and
 //! counted in [`Stats`]. The key authenticates the cluster, not individual
-//! nodes: any key holder can speak for any name.
+//! nodes: any key holder can speak for any name. A new key is rolled in with
+//! [`Membership::rotate_key`]: accepted at once, signing only after
+//! `key_rotation_delay`, so speakers that see the new Secret at different
+//! times never stop understanding each other.
 
 mod replay;
 mod rng;
@@ -95,6 +98,11 @@ pub struct Config {
     pub verify_attempts: u32,
     pub dead_probe_interval: Duration,
     pub isolation_timeout: Duration,
+    /// After `rotate_key`, how long the old key keeps signing (while the new
+    /// one is already accepted), and then how long it is still accepted.
+    /// Longer than it takes every speaker to see the new Secret, so no two
+    /// speakers ever lack a key in common.
+    pub key_rotation_delay: Duration,
     /// How long after readmitting a node its pushed death news is only
     /// verified, not believed: right after a partition heals, the other side
     /// may still be pushing deaths it declared just before the heal.
@@ -118,6 +126,7 @@ impl Default for Config {
             dead_probe_interval: Duration::from_millis(500),
             isolation_timeout: Duration::from_millis(300),
             readmit_grace: Duration::from_secs(1),
+            key_rotation_delay: Duration::from_secs(30),
         }
     }
 }
@@ -258,6 +267,10 @@ fn check_name(name: &str) -> Result<(), MembershipError> {
 pub struct Membership {
     config: Config,
     key: Key,
+    /// A rotated-in key, accepted now, signing from the given time.
+    next_key: Option<(Key, Instant)>,
+    /// The rotated-out key, accepted until the given time.
+    old_key: Option<(Key, Instant)>,
     me: usize,
     members: Vec<Member>,
     index: HashMap<Arc<str>, usize>,
@@ -312,6 +325,8 @@ impl Membership {
             next_dead_probe: now + config.dead_probe_interval.mul_f64(1.0 + rng.unit()),
             config,
             key,
+            next_key: None,
+            old_key: None,
             me: 0,
             members: Vec::new(),
             index: HashMap::new(),
@@ -499,7 +514,49 @@ impl Membership {
                 t = t.min(c + self.config.confirm_timeout);
             }
         }
+        for (_, at) in self.next_key.iter().chain(self.old_key.iter()) {
+            t = t.min(*at);
+        }
         t
+    }
+
+    /// Starts using `key` (the Secret changed) without a flag day: the new
+    /// key is accepted at once but signs only after `key_rotation_delay`, by
+    /// when every speaker accepts it; the old key is then accepted for one
+    /// more delay. Calling again before the switch replaces the pending key.
+    pub fn rotate_key(&mut self, key: Key, now: Instant) {
+        self.next_key = Some((key, now + self.config.key_rotation_delay));
+    }
+
+    fn advance_keys(&mut self, now: Instant) {
+        if let Some((_, at)) = &self.next_key
+            && now >= *at
+            && let Some((next, _)) = self.next_key.take()
+        {
+            let old = std::mem::replace(&mut self.key, next);
+            self.old_key = Some((old, now + self.config.key_rotation_delay));
+        }
+        if self
+            .old_key
+            .as_ref()
+            .is_some_and(|(_, until)| now >= *until)
+        {
+            self.old_key = None;
+        }
+    }
+
+    fn decode(&self, datagram: &[u8]) -> Result<Message, WireError> {
+        let first = Message::decode(datagram, &self.key);
+        if !matches!(first, Err(WireError::BadMac)) {
+            return first;
+        }
+        for (k, _) in self.next_key.iter().chain(self.old_key.iter()) {
+            let r = Message::decode(datagram, k);
+            if !matches!(r, Err(WireError::BadMac)) {
+                return r;
+            }
+        }
+        first
     }
 
     /// Planned shutdown: tells the monitors and a random fan-out that this
@@ -558,6 +615,7 @@ impl Membership {
         if self.left {
             return;
         }
+        self.advance_keys(now);
         if self.next_check.is_some_and(|c| now >= c) {
             self.next_check = None;
             self.check_acks(now);
@@ -595,7 +653,7 @@ impl Membership {
         if self.left {
             return;
         }
-        let msg = match Message::decode(datagram, &self.key) {
+        let msg = match self.decode(datagram) {
             Ok(m) => m,
             Err(WireError::BadMac) => {
                 self.stats.bad_mac += 1;

@@ -172,6 +172,13 @@ impl Sim {
         self.drain(i);
     }
 
+    /// Node `i` starts rotating to `key` (see `Membership::rotate_key`).
+    pub fn rotate_key(&mut self, i: usize, key: Key) {
+        let now = self.base + self.now;
+        self.nodes[i].membership.rotate_key(key, now);
+        self.reschedule(i);
+    }
+
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].up = false;
     }

@@ -666,3 +666,63 @@ fn graceful_leave_is_known_everywhere_at_once() {
         .count();
     assert_eq!(others, 0);
 }
+
+#[test]
+fn key_rotation_without_a_flag_day() {
+    let n = 20;
+    let cfg = Config {
+        key_rotation_delay: ms(5000),
+        ..Config::default()
+    };
+    let mut sim = Sim::new(n, cfg, lossy(0.05), 29).unwrap();
+    sim.run_until(ms(1000));
+    let new = || Key::new(b"the rotated cluster key, 32 byte").unwrap();
+    // Speakers see the new Secret at different times, over 3 s.
+    for i in 0..n {
+        sim.run_until(ms(1000 + 150 * i as u64));
+        sim.rotate_key(i, new());
+    }
+    sim.run_until(ms(20_000));
+    let downs = sim
+        .log
+        .iter()
+        .filter(|l| matches!(l.event, Event::Down(_) | Event::Isolated))
+        .count();
+    assert_eq!(downs, 0);
+    for i in 0..n {
+        assert_eq!(sim.live_view(i), all_names(n));
+    }
+    // The old key has been retired everywhere: a node still using it is
+    // rejected, and is written off.
+    sim.restart(3, 2, key()).unwrap();
+    sim.run_until(ms(25_000));
+    assert!(!sim.live_view(0).contains(&node_name(3)));
+    let rejected: u64 = sim
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, x)| x.membership.stats().bad_mac)
+        .sum();
+    assert!(rejected > 0);
+}
+
+#[test]
+fn abrupt_key_change_would_split_the_cluster() {
+    // The contrast to the test above: switching keys with no overlap makes
+    // speakers that have not switched yet write off those that have.
+    let n = 20;
+    let mut sim = Sim::new(n, Config::default(), NetConfig::default(), 29).unwrap();
+    sim.run_until(ms(1000));
+    let new = || Key::new(b"the rotated cluster key, 32 byte").unwrap();
+    for i in 0..n {
+        sim.run_until(ms(1000 + 150 * i as u64));
+        sim.restart(i, 2, new()).unwrap();
+    }
+    let downs = sim
+        .log
+        .iter()
+        .filter(|l| matches!(l.event, Event::Down(_)))
+        .count();
+    assert!(downs > 0);
+}
