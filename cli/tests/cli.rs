@@ -73,14 +73,14 @@ fn invalid_file_exits_1_with_every_error() {
     for expect in [
         "IPAddressPool/a: spec.autoassign: unknown field",
         "IPAddressPool/b: spec.addresses[0]: range 198.51.100.128/25 overlaps range 198.51.100.0/24 of IPAddressPool/a",
-        "IPAddressPool/b: spec.addresses[0]: range",
+        "IPAddressPool/a: spec.addresses[0]: range 198.51.100.0/24 overlaps range 198.51.100.128/25 of IPAddressPool/b",
         "IPAddressPool/b: spec.addresses[1]:",
         "L2Advertisement/l2: spec.ipAddressPools[0]: references IPAddressPool \"c\"",
     ] {
         assert!(stderr.contains(expect), "missing {expect:?} in:\n{stderr}");
     }
     assert!(
-        stderr.starts_with("invalid configuration: 4 error(s)"),
+        stderr.starts_with("invalid configuration: 5 error(s)"),
         "{stderr}"
     );
     assert!(out.stdout.is_empty());

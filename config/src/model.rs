@@ -474,18 +474,34 @@ impl Config {
                             "{}[{i}]",
                             field_of(&d.object, "addresses", "spec.addresses")
                         );
-                        let what = if *obj == &d.object {
-                            format!(
-                                "range {r} overlaps range {other} (addresses[{j}]) of the same pool"
-                            )
+                        if *obj == &d.object {
+                            errors.push(ConfigError {
+                                object: d.object.clone(),
+                                field,
+                                message: format!(
+                                    "range {r} overlaps range {other} (addresses[{j}]) of the same pool"
+                                ),
+                            });
                         } else {
-                            format!("range {r} overlaps range {other} of {obj}")
-                        };
-                        errors.push(ConfigError {
-                            object: d.object.clone(),
-                            field,
-                            message: what,
-                        });
+                            // Both objects are reported: either may be the one to fix,
+                            // and each shows up in its own `kubectl describe`.
+                            errors.push(ConfigError {
+                                object: d.object.clone(),
+                                field,
+                                message: format!("range {r} overlaps range {other} of {obj}"),
+                            });
+                            errors.push(ConfigError {
+                                object: (*obj).clone(),
+                                field: format!(
+                                    "{}[{j}]",
+                                    field_of(obj, "addresses", "spec.addresses")
+                                ),
+                                message: format!(
+                                    "range {other} overlaps range {r} of {}",
+                                    d.object
+                                ),
+                            });
+                        }
                     }
                 }
                 seen_ranges.push((*r, &d.object, i));
