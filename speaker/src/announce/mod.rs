@@ -5,6 +5,13 @@
 //! The election decides *which* addresses this node leads; the [`Announcer`] only
 //! makes the network believe it. Keeping the kernel behind this narrow trait lets the
 //! speaker's logic be tested with [`FakeAnnouncer`], and the real sockets in the lab.
+//!
+//! The real implementation is [`RawAnnouncer`] ([`raw`]): [`iface`] chooses the
+//! interfaces (MetalLB's rules), [`socket`] opens one packet socket per
+//! interface with the BPF program of [`filter`] so that only ARP and NDP reach
+//! user space, [`responder`] decides what to answer for each frame (pure, tested
+//! on captured frames), and [`burst`] spaces the takeover announcements.
+//! [`lab`] is support for the privileged netns test and benchmark.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
