@@ -119,12 +119,20 @@ fn overlaps_within_a_pool_and_across_sources() {
         "address-pools:\n- name: old\n  protocol: layer2\n  addresses: [198.51.100.10-198.51.100.20]\n",
     ) + &pool("new", "[198.51.100.16/28]");
     let e = errors(&text);
+    // Reported on both objects, each naming the other.
+    assert_eq!(e.len(), 2, "{e:#?}");
     has(
         &e,
         &[
-            "IPAddressPool/new",
-            "overlaps",
-            "ConfigMap metallb-system/config: address-pools[0]",
+            "IPAddressPool/new: spec.addresses[0]: range 198.51.100.16/28 overlaps",
+            "of ConfigMap metallb-system/config: address-pools[0]",
+        ],
+    );
+    has(
+        &e,
+        &[
+            "ConfigMap metallb-system/config: address-pools[0] (\"old\"): addresses[0]:",
+            "overlaps range 198.51.100.16/28 of IPAddressPool/new",
         ],
     );
 }
