@@ -176,6 +176,35 @@ fn announces_in_netns() {
     let c6 = counters(LB6);
     assert!(c6[0] >= 1 && c6[1] == c6[0] && c6[2] == 3, "{stats:?}");
 
+    // Duplicate address detection: B trying to configure the led IPv6
+    // address sends an NS from ::, our all-nodes NA defends it, and B's
+    // kernel marks the address as failed (polled, bounded: 60 x 50 ms).
+    let o = lab
+        .run(
+            &lab.b,
+            "ip",
+            &["addr", "add", &format!("{LB6}/64"), "dev", IFACE],
+        )
+        .expect("ip addr add");
+    assert!(o.status.success(), "{}", out(o));
+    let mut addr = String::new();
+    for _ in 0..60 {
+        addr = out(lab
+            .run(&lab.b, "ip", &["-6", "addr", "show", "dev", IFACE])
+            .expect("ip addr show"));
+        if addr.contains("dadfailed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = addr.lines().find(|l| l.contains(LB6)).unwrap_or_default();
+    assert!(line.contains("dadfailed"), "B's address after DAD: {addr}");
+    let _ = lab.run(
+        &lab.b,
+        "ip",
+        &["addr", "del", &format!("{LB6}/64"), "dev", IFACE],
+    );
+
     // Another host claiming the address is reported as a conflict.
     let b_mac = lab.mac(&lab.b).expect("MAC of lan0 in B");
     let o = lab
