@@ -89,6 +89,17 @@ async fn segment_connects_hosts_and_down_leaves_nothing() {
         String::from_utf8_lossy(&out.stdout).contains("via 192.0.2.102"),
         "w1-k8s has no route to w2-k8s's pods: {out:?}"
     );
+    // LoadBalancer pools are on-link for the client, as for a host on the
+    // speakers' segment.
+    for (family, pool) in [("-4", "198.51.100.0/24"), ("-6", "2001:db8:100::/64")] {
+        let out = lab
+            .exec("client", &["ip", family, "route", "show", pool])
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("dev eth0"),
+            "client has no on-link route to pool {pool}: {out:?}"
+        );
+    }
     let fwd = lab
         .exec("w1-k8s", &["sysctl", "-n", "net.ipv4.ip_forward"])
         .unwrap();

@@ -40,6 +40,9 @@ pub const CLUSTER_CIDR_V6: &str = "2001:db8:18::/56";
 /// LoadBalancer pool ranges; the client reaches them on-link, as a host on
 /// the same segment as the speakers does with MetalLB's layer-2 mode.
 pub const LB_POOLS_V4: [&str; 2] = ["198.51.100.0/24", "203.0.113.0/24"];
+/// IPv6 LoadBalancer pool range (the contract names none; tests use
+/// `2001:db8:100::/112` inside it).
+pub const LB_POOLS_V6: [&str; 1] = ["2001:db8:100::/64"];
 
 /// Address families of the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -364,6 +367,11 @@ impl Topology {
         } else {
             for pool in LB_POOLS_V4 {
                 route(&ns, pool, None)?;
+            }
+            if self.family.has_v6() {
+                for pool in LB_POOLS_V6 {
+                    route(&ns, pool, None)?;
+                }
             }
         }
         Ok(())
