@@ -61,7 +61,15 @@ nodeport=$(kubectl get service np-svc -o jsonpath='{.spec.ports[0].nodePort}')
 bold "the client (192.0.2.200, outside the cluster) calls every node's NodePort $nodeport"
 for ip in $FLB_NODE_IPS; do
   # kube-proxy programs the rules a moment after the Service appears.
-  for _ in $(seq 1 60); do client_curl --max-time 1 "http://$ip:$nodeport/" >/dev/null && break; sleep 0.5; done
+  answered=""
+  for _ in $(seq 1 60); do
+    if client_curl --max-time 1 "http://$ip:$nodeport/" >/dev/null; then answered=1; break; fi
+    sleep 0.5
+  done
+  if [ -z "$answered" ]; then
+    echo "demo: $ip:$nodeport does not answer the client (see $FLB_LAB_DIR/logs/kube-proxy-*.log)" >&2
+    exit 1
+  fi
   printf '%-15s ->' "$ip"
   for _ in 1 2 3 4 5 6; do printf ' %s' "$(client_curl --max-time 2 "http://$ip:$nodeport/" || echo FAIL)"; done
   echo
