@@ -28,6 +28,7 @@ fmt:
 # Regenerates every committed artefact that is produced from Rust types.
 generate:
 	$(CARGO) run -q -p ferrolb-cli --bin ferrolb -- generate crds --out deploy/crds
+	deploy/render.sh
 
 # CI fails when a committed generated file differs from what the code produces.
 check-generated: setup
@@ -36,6 +37,7 @@ check-generated: setup
 	if ! diff -ru deploy/crds "$$tmp/crds"; then \
 	  echo "error: deploy/crds is stale: run 'make generate' and commit the result" >&2; exit 1; fi; \
 	echo "check-generated: deploy/crds is up to date"
+	deploy/render.sh --check
 
 unit: setup
 	$(CARGO) test --workspace --exclude ferrolb-integration
