@@ -4,8 +4,12 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 HARNESS := target/harness/k8s-harness
+HELM := target/tools/helm
+# kubectl of the lab's Kubernetes version is built with the harness (a symlink in
+# target/harness): tests and the demo use it, whatever kubectl the machine has.
+export PATH := $(CURDIR)/target/harness:$(PATH)
 
-.PHONY: all setup build harness lint fmt test unit e2e demo bench generate check-generated clean require-root
+.PHONY: all setup build harness helm lint fmt test unit e2e demo bench generate check-generated clean require-root
 
 all: build
 
@@ -17,6 +21,9 @@ build: setup
 
 harness: setup
 	integration/harness/build.sh
+
+helm: setup
+	integration/helmtool/build.sh
 
 lint: setup
 	$(CARGO) fmt --all -- --check
@@ -31,7 +38,7 @@ generate:
 	deploy/render.sh
 
 # CI fails when a committed generated file differs from what the code produces.
-check-generated: setup
+check-generated: setup helm
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(CARGO) run -q -p ferrolb-cli --bin ferrolb -- generate crds --out "$$tmp/crds"; \
 	if ! diff -ru deploy/crds "$$tmp/crds"; then \
@@ -49,9 +56,9 @@ require-root:
 	  exit 1; fi
 
 # The lab runs the ferrolb binaries from target/debug: build them first.
-e2e: require-root setup harness
+e2e: require-root setup harness helm
 	$(CARGO) build --workspace --bins
-	FERROLB_HARNESS=$(abspath $(HARNESS)) $(CARGO) test -p ferrolb-integration -- --test-threads=1
+	FERROLB_HARNESS=$(abspath $(HARNESS)) FERROLB_HELM=$(abspath $(HELM)) $(CARGO) test -p ferrolb-integration -- --test-threads=1
 
 test: require-root lint check-generated unit e2e
 
