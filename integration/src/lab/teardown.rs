@@ -18,7 +18,7 @@ use super::cmd::Cmd;
 use super::error::{LabError, Result, TeardownErrors};
 use super::paths::{LabPaths, STATE_ENTRIES, file_name};
 use super::process;
-use super::topology::{self, PREFIX};
+use super::topology::{self, PREFIX, TEST_PREFIX};
 
 /// Everything that belongs to the lab at `paths` and is still there.
 pub fn leftovers(paths: &LabPaths) -> Vec<String> {
@@ -139,7 +139,8 @@ fn remove_stale_netns_files() -> Result<()> {
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        if name.to_string_lossy().starts_with(PREFIX) {
+        let name = name.to_string_lossy();
+        if name.starts_with(PREFIX) && !name.starts_with(TEST_PREFIX) {
             let path = e.path();
             fs::remove_file(&path).map_err(|source| LabError::Io { path, source })?;
         }

@@ -16,6 +16,10 @@ use super::error::{LabError, Result};
 
 /// Prefix of every namespace, link-side name and state the lab makes.
 pub const PREFIX: &str = "flb-";
+/// Namespaces of standalone privileged tests (e.g. the speaker's announcer test): they
+/// carry the project prefix but are not part of a lab, so `down` leaves them to their
+/// own guards instead of killing them mid-run.
+pub const TEST_PREFIX: &str = "flb-t-";
 /// Namespace of the switch.
 pub const SWITCH_NS: &str = "flb-sw";
 /// Bridge in the switch namespace.
@@ -401,7 +405,7 @@ pub fn list_netns() -> Result<Vec<String>> {
 pub fn lab_netns() -> Result<Vec<String>> {
     Ok(list_netns()?
         .into_iter()
-        .filter(|n| n.starts_with(PREFIX))
+        .filter(|n| n.starts_with(PREFIX) && !n.starts_with(TEST_PREFIX))
         .collect())
 }
 
