@@ -34,7 +34,10 @@ fn allocates_lowest_first_across_ranges() {
     // Ranges listed out of order: the lowest address still comes first.
     let mut a = alloc(vec![Pool::new(
         "p",
-        vec![range("198.18.1.0", "198.18.1.1"), range("198.18.0.5", "198.18.0.6")],
+        vec![
+            range("198.18.1.0", "198.18.1.1"),
+            range("198.18.0.5", "198.18.0.6"),
+        ],
         false,
     )]);
     let got: Vec<IpAddr> = (0..4)
@@ -109,7 +112,10 @@ fn avoid_buggy_ips_skips_dot_zero_and_dot_255() {
     assert_eq!(a.pool_stats("p", Family::V4).unwrap().total, 2);
     let first = a.allocate_next("p", Family::V4, k("a"), Sharing::exclusive());
     let second = a.allocate_next("p", Family::V4, k("b"), Sharing::exclusive());
-    assert_eq!((first, second), (Ok(ip("198.18.0.254")), Ok(ip("198.18.1.1"))));
+    assert_eq!(
+        (first, second),
+        (Ok(ip("198.18.0.254")), Ok(ip("198.18.1.1")))
+    );
     assert!(matches!(
         a.allocate_next("p", Family::V4, k("c"), Sharing::exclusive()),
         Err(AllocError::Exhausted { .. })
