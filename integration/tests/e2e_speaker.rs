@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferrolb_integration::lab::{Lab, LabOptions, eventually};
+use ferrolb_integration::lab::{Lab, LabOptions, components, eventually, process};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
@@ -187,6 +187,40 @@ fn wait_mac_change(lab: &Lab, from: &str, since: Instant, limit: Duration) -> (S
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// ARP requests for the address from the client, `count` of them 50 ms apart (Habets
+/// arping; `-e` prints a BEL for every request whose 50 ms window saw no reply).
+/// Returns the replies, the unanswered requests and the MACs that answered.
+fn arp_probe(lab: &Lab, count: u32) -> (usize, usize, BTreeSet<String>) {
+    let out = lab
+        .exec_with_limit(
+            "client",
+            &[
+                "arping",
+                "-e",
+                "-i",
+                "eth0",
+                "-W",
+                "0.05",
+                "-c",
+                &count.to_string(),
+                LB_IP,
+            ],
+            Duration::from_secs(60),
+        )
+        .expect("arping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let unanswered = text.chars().filter(|c| *c == '\u{7}').count();
+    let mut replies = 0;
+    let mut macs = BTreeSet::new();
+    for line in text.lines().filter(|l| l.contains(" bytes from ")) {
+        replies += 1;
+        if let Some(mac) = line.split_whitespace().skip_while(|w| *w != "from").nth(1) {
+            macs.insert(mac.to_lowercase());
+        }
+    }
+    (replies, unanswered, macs)
 }
 
 /// Sends a request every 50 ms from the client until stopped, each after flushing the
@@ -541,30 +575,52 @@ async fn speaker_announces_fails_over_and_hands_over() {
     label_node(&client, &leader, ANNOUNCE_LABEL, Some("yes")).await;
     wait_announced(&lab, &client, &pods, Some(&leader), None).await;
 
-    // Graceful restart of the leader's speaker: requests keep being answered.
+    // Graceful stop of the leader's speaker (SIGTERM): it keeps answering until the
+    // runner-up has taken over, so no ARP request goes unanswered and no request fails.
+    let arp = {
+        let lab = lab.clone();
+        std::thread::spawn(move || arp_probe(&lab, 120))
+    };
     let prober = Prober::start(lab.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let t0 = Instant::now();
-    lab.restart_speaker(&leader).expect("restart speaker");
-    let restart_took = t0.elapsed();
-    // The restarted speaker rejoins and, as the rendezvous winner, takes it back.
-    wait_announced(&lab, &client, &pods, Some(&leader), None).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let t0 = Instant::now();
+    // Joined before anything can panic: the probes hold the lab guard.
+    let stopped = process::stop(
+        lab.paths(),
+        &components::speaker_name(&leader),
+        Duration::from_secs(5),
+    );
+    let stop_took = t0.elapsed();
+    let (answered, unanswered, arp_macs) = arp.join().expect("arping thread");
     let (ok, failed, answered_by) = prober.finish();
+    stopped.expect("stop speaker");
     eprintln!(
-        "figure: graceful restart of {leader}'s speaker: stop+start {restart_took:?}, requests ok {ok}, failed {failed}, ARP answered by {answered_by:?}"
+        "figure: graceful stop of {leader}'s speaker: SIGTERM to exit {stop_took:?}; ARP requests every 50 ms replies {answered}, unanswered {unanswered}; requests ok {ok}, failed {failed}; answered by {answered_by:?}"
+    );
+    assert!(
+        answered >= 100,
+        "arping got only {answered} replies to 120 requests"
+    );
+    assert_eq!(
+        unanswered, 0,
+        "ARP requests unanswered during a graceful stop"
     );
     assert!(ok > 10, "too few requests ({ok}) to judge the handover");
-    assert_eq!(failed, 0, "requests failed during a graceful handover");
+    assert_eq!(failed, 0, "requests failed during a graceful stop");
     assert!(
-        answered_by.len() >= 2,
-        "the address never moved during the restart: {answered_by:?}"
+        answered_by.len() >= 2 && arp_macs.len() >= 2,
+        "the address never moved: requests {answered_by:?}, ARP from {arp_macs:?}"
     );
+    assert!(
+        stop_took >= Duration::from_millis(500),
+        "stopped in {stop_took:?}: no handover wait"
+    );
+    // Started again, it rejoins and, as the rendezvous winner, takes the address back.
+    lab.restart_speaker(&leader).expect("start speaker");
+    wait_announced(&lab, &client, &pods, Some(&leader), None).await;
 
     // Node failure: the address moves to the runner-up; the client is told by a
     // gratuitous ARP, without asking.
-    lab.restart_speaker(&leader).ok();
-    wait_announced(&lab, &client, &pods, Some(&leader), None).await;
     let t0 = Instant::now();
     lab.node_fail(&leader).expect("node fail");
     let lab2 = lab.clone();
