@@ -69,15 +69,35 @@ fn lb_ip() -> IpAddr {
 /// The node whose MAC the client has for the address, after asking afresh when
 /// `fresh` (flushes the entry, then makes a request so the client ARPs).
 fn announcer(lab: &Lab, fresh: bool) -> Option<String> {
+    announcer_of(lab, lb_ip(), fresh)
+}
+
+fn announcer_of(lab: &Lab, ip: IpAddr, fresh: bool) -> Option<String> {
     if fresh {
-        lab.flush_neighbour("client", lb_ip()).expect("flush");
+        lab.flush_neighbour("client", ip).expect("flush");
         let _ = lab.curl(
             "client",
-            &format!("http://{LB_IP}/"),
+            &format!("http://{ip}/"),
             Duration::from_millis(1500),
         );
     }
-    lab.announcer("client", lb_ip()).expect("announcer")
+    lab.announcer("client", ip).expect("announcer")
+}
+
+/// The first address in a Service's status, once it has one.
+async fn wait_ingress(svcs: &Api<Service>, name: &str) -> IpAddr {
+    eventually(&format!("{name} gets an address"), WAIT, || async {
+        let s = svcs.get(name).await.map_err(|e| e.to_string())?;
+        s.status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .into_iter()
+            .flatten()
+            .find_map(|i| i.ip.and_then(|ip| ip.parse().ok()))
+            .ok_or_else(|| "no ingress yet".to_string())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The HTTP status of a speaker's /readyz (0: no answer).
@@ -558,6 +578,115 @@ async fn speaker_announces_fails_over_and_hands_over() {
         seen.insert(body.trim().to_string());
     }
     assert!(seen.is_subset(&pods) && seen.len() >= 2, "answers {seen:?}");
+
+    // externalTrafficPolicy Local: only a node with a ready local endpoint announces.
+    // The Service first runs with policy Cluster to learn which worker wins its
+    // address, then its only pod is placed on another worker and the policy switched
+    // to Local: the address must follow the pod.
+    let one = "echo-one";
+    apply(
+        &deployments,
+        one,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": one, "namespace": APP_NS},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": one}},
+                "template": {
+                    "metadata": {"labels": {"app": one}},
+                    "spec": {"containers": [{"name": one, "image": "sysnet4admin/echo-hname"}]}
+                }
+            }
+        }),
+    )
+    .await;
+    let local_svc = |policy: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": one, "namespace": APP_NS},
+            "spec": {"type": "LoadBalancer", "selector": {"app": one},
+                     "externalTrafficPolicy": policy,
+                     "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]}
+        })
+    };
+    apply(&svcs, one, local_svc("Cluster")).await;
+    let one_ip = wait_ingress(&svcs, one).await;
+    let winner = eventually("echo-one announced", WAIT, || async {
+        announcer_of(&lab, one_ip, true).ok_or_else(|| "nobody answers ARP".to_string())
+    })
+    .await
+    .expect("echo-one announced");
+    let target = *WORKERS.iter().find(|w| **w != winner).unwrap();
+    apply(
+        &deployments,
+        one,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": one, "namespace": APP_NS},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": one}},
+                "template": {
+                    "metadata": {"labels": {"app": one}},
+                    "spec": {"nodeName": target,
+                             "containers": [{"name": one, "image": "sysnet4admin/echo-hname"}]}
+                }
+            }
+        }),
+    )
+    .await;
+    apply(&svcs, one, local_svc("Local")).await;
+    eventually(
+        &format!("echo-one announced from {target}, where its pod runs"),
+        Duration::from_secs(120),
+        || async {
+            let running_on: Vec<String> = pods_api
+                .list(&ListParams::default().labels(&format!("app={one}")))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+                .collect();
+            if running_on != [target] {
+                return Err(format!("pods on {running_on:?}"));
+            }
+            match announcer_of(&lab, one_ip, true) {
+                Some(who) if who == target => Ok(()),
+                other => Err(format!("announced by {other:?}")),
+            }
+        },
+    )
+    .await
+    .expect("Local policy follows the pod");
+    eprintln!(
+        "check: echo-one ({one_ip}) moved from {winner} to {target} with its pod under policy Local"
+    );
+
+    // A Service without any ready endpoint is announced by nobody.
+    let none = "echo-none";
+    apply(
+        &svcs,
+        none,
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": none, "namespace": APP_NS},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "no-such-pod"},
+                     "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]}
+        }),
+    )
+    .await;
+    let none_ip = wait_ingress(&svcs, none).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        announcer_of(&lab, none_ip, true),
+        None,
+        "{none_ip} announced without any endpoint"
+    );
+    let _ = svcs.delete(none, &DeleteParams::default()).await;
+    let _ = svcs.delete(one, &DeleteParams::default()).await;
 
     // The exclude label moves the address away; removing it brings it back.
     label_node(&client, &leader, EXCLUDE_LABEL, Some("")).await;
