@@ -548,6 +548,28 @@ async fn speaker_announces_fails_over_and_hands_over() {
         Some(lab.interface_mac(&leader).unwrap().to_lowercase())
     );
     wait_event(&client, &leader).await;
+    // The ServiceL2Status names the interface the address is announced on.
+    let l2s: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), APP_NS, &ar("ServiceL2Status"));
+    let st = l2s
+        .list(&ListParams::default())
+        .await
+        .expect("list ServiceL2Status");
+    let mine: Vec<&Value> = st
+        .items
+        .iter()
+        .map(|o| &o.data["status"])
+        .filter(|s| s["serviceName"] == APP)
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["serviceNamespace"], APP_NS);
+    // eth0 carries the LAN; the announcer may add other suitable interfaces.
+    assert!(
+        mine[0]["interfaces"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!({"name": "eth0"}))),
+        "{mine:?}"
+    );
     for n in &nodes {
         assert_eq!(readyz(&lab, n), 200, "{n} not ready with the key");
     }
@@ -783,6 +805,42 @@ async fn speaker_announces_fails_over_and_hands_over() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     assert!(takeovers >= 1, "{next} counted no takeover:\n{m}");
+
+    // The ServiceL2Status follows: the new leader rewrote it, nothing stale is left
+    // from the failed node.
+    eventually("ServiceL2Status names the new leader", WAIT, || async {
+        let st = l2_status_nodes(&client).await?;
+        if st == [next.clone()] {
+            Ok(())
+        } else {
+            Err(format!("ServiceL2Status nodes {st:?}"))
+        }
+    })
+    .await
+    .expect("ServiceL2Status after failover");
+
+    // The membership Secret removed: every speaker stops announcing and turns not
+    // ready (an unauthenticated cluster is not allowed).
+    secrets
+        .delete("ferrolb-memberlist", &DeleteParams::default())
+        .await
+        .expect("delete secret");
+    eventually("nobody announces without the key", WAIT, || async {
+        match announcer(&lab, true) {
+            None => Ok(()),
+            Some(who) => Err(format!("still announced by {who}")),
+        }
+    })
+    .await
+    .expect("silent without the key");
+    assert_eq!(readyz(&lab, &next), 503);
+    assert!(
+        l2_status_nodes(&client).await.unwrap().is_empty() || {
+            // The deletes are asynchronous; give them a moment.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            l2_status_nodes(&client).await.unwrap().is_empty()
+        }
+    );
 
     // Clean-up of what this test made inside the lab is the lab's teardown (the guard
     // drops it also when an assertion above fails).

@@ -7,6 +7,11 @@
 //! The failover path is datagram or timer -> membership -> election -> `set_leading`,
 //! all inside this task with no API round trip; the API writes are spawned after it.
 //!
+//! ServiceL2Status: one object per Service (in the Service's namespace, MetalLB's
+//! labels), written by the node that leads the Service's address. A node taking over
+//! rewrites it with its own name, so a failed node leaves nothing stale; a node that
+//! stops leading deletes it only while it still names that node.
+//!
 //! Without the membership Secret (or with no `secretkey` in it) the speaker logs an
 //! error, reports not ready on `/readyz` and announces nothing: without a key anyone on
 //! the network could take part in the election.
@@ -29,7 +34,7 @@ use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event as WEvent};
@@ -360,11 +365,13 @@ fn epoch_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Deterministic name of this node's ServiceL2Status for a Service, so that writes are
-/// idempotent and a restarted speaker finds its own objects.
-pub fn l2_status_name(node: &str, svc: &ServiceKey) -> String {
+/// Name of a Service's ServiceL2Status. One object per Service, whoever leads it: a
+/// node taking an address over rewrites the object with its own name, so a failed
+/// node leaves nothing stale behind; a node that stops leading deletes the object only
+/// while it still names that node.
+pub fn l2_status_name(svc: &ServiceKey) -> String {
     let mut h = Sha256::new();
-    for part in [node, &svc.namespace, &svc.name] {
+    for part in [&svc.namespace, &svc.name] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -865,11 +872,26 @@ async fn write_l2_status(
     job: L2Job,
 ) -> Result<(), kube::Error> {
     let api: Api<ServiceL2Status> = Api::namespaced(client, &key.namespace);
-    let name = l2_status_name(node, key);
+    let name = l2_status_name(key);
     let Some(status) = job else {
-        return match api.delete(&name, &DeleteParams::default()).await {
+        // Only our own: the new leader may already have rewritten it.
+        let Some(cur) = api.get_opt(&name).await? else {
+            return Ok(());
+        };
+        if cur.status.as_ref().is_some_and(|s| s.node != node) {
+            return Ok(());
+        }
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: cur.resource_version(),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        return match api.delete(&name, &dp).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            // Gone, or changed since we read it (another node took over).
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
             Err(e) => Err(e),
         };
     };
@@ -905,13 +927,13 @@ mod tests {
 
     #[test]
     fn l2_status_names_are_stable_valid_and_distinct() {
-        let a = l2_status_name("n1", &ServiceKey::new("default", "echo"));
-        assert_eq!(a, l2_status_name("n1", &ServiceKey::new("default", "echo")));
-        assert_ne!(a, l2_status_name("n2", &ServiceKey::new("default", "echo")));
+        let a = l2_status_name(&ServiceKey::new("default", "echo"));
+        assert_eq!(a, l2_status_name(&ServiceKey::new("default", "echo")));
+        assert_ne!(a, l2_status_name(&ServiceKey::new("default", "echo2")));
         // No ambiguity between (ns "a", name "bc") and (ns "ab", name "c").
         assert_ne!(
-            l2_status_name("n", &ServiceKey::new("a", "bc")),
-            l2_status_name("n", &ServiceKey::new("ab", "c"))
+            l2_status_name(&ServiceKey::new("a", "bc")),
+            l2_status_name(&ServiceKey::new("ab", "c"))
         );
         assert_eq!(a.len(), 3 + 16);
         assert!(ferrolb_config::selector::dns1123_subdomain_error(&a).is_none());
