@@ -126,10 +126,10 @@ mod tests {
                          "labels": {"kubernetes.io/service-name": "echo"}},
             "addressType": "IPv4",
             "endpoints": [
-                {"addresses": ["10.0.0.1"], "conditions": {"ready": true}, "nodeName": "n1"},
-                {"addresses": ["10.0.0.2"], "conditions": {"ready": false}, "nodeName": "n2"},
-                {"addresses": ["10.0.0.3"], "nodeName": "n3"},
-                {"addresses": ["10.0.0.4"], "conditions": {"ready": true}}
+                {"addresses": ["198.18.0.1"], "conditions": {"ready": true}, "nodeName": "n1"},
+                {"addresses": ["198.18.0.2"], "conditions": {"ready": false}, "nodeName": "n2"},
+                {"addresses": ["198.18.0.3"], "nodeName": "n3"},
+                {"addresses": ["198.18.0.4"], "conditions": {"ready": true}}
             ]
         }))
         .unwrap();
