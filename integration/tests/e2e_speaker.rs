@@ -846,6 +846,18 @@ async fn speaker_announces_fails_over_and_hands_over() {
     // drops it also when an assertion above fails).
     let _ = svcs.delete(APP, &DeleteParams::default()).await;
     drop(client);
+    // The speakers' warnings and errors, for whoever reads the test output.
+    for n in &nodes {
+        let log = lab.paths().log(&components::speaker_name(n));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for line in text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(20)
+        {
+            eprintln!("log {n}: {line}");
+        }
+    }
     match Arc::try_unwrap(lab) {
         Ok(lab) => lab.down().expect("down"),
         Err(_) => panic!("lab still shared"),

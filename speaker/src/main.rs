@@ -1,6 +1,7 @@
 //! `ferrolb-speaker`: announces LoadBalancer addresses from this node (see the crate
 //! docs).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -72,7 +73,11 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colour only on a terminal: log files and collectors get plain text.
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_env_filter(filter)
+            .init();
     }
     match args.announcer {
         AnnouncerKind::None => serve(args, LogAnnouncer::default()).await,

@@ -878,7 +878,12 @@ async fn write_l2_status(
         let Some(cur) = api.get_opt(&name).await? else {
             return Ok(());
         };
-        if cur.status.as_ref().is_some_and(|s| s.node != node) {
+        // A node taking over relabels the object before it writes the status; either
+        // naming another node means the object is no longer ours.
+        let labelled = cur.labels().get(L2_NODE_LABEL).map(String::as_str);
+        if cur.status.as_ref().is_some_and(|s| s.node != node)
+            || labelled.is_some_and(|l| l != node)
+        {
             return Ok(());
         }
         let dp = DeleteParams {
