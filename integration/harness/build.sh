@@ -18,5 +18,8 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 cd "$here"
 go build -ldflags "$ldflags" -o "$out" .
+# kubectl of the same version, for the tests and the demo (make puts this
+# directory first on PATH).
+ln -sf k8s-harness "$(dirname "$out")/kubectl"
 end=$(date +%s.%N)
 printf 'k8s-harness built: %s (%.1fs)\n' "$out" "$(echo "$end - $start" | bc 2>/dev/null || awk "BEGIN{print $end-$start}")"

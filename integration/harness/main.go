@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -30,6 +31,8 @@ var subcommands = []subcommand{
 	{"kube-proxy", "upstream kube-proxy for one node", runKubeProxy},
 	{"node-agent", "kubelet stand-in: registers the node, runs pods as netns + echo processes", runNodeAgent},
 	{"echo", "HTTP server answering with the pod name or the client address", runEcho},
+	// kubectl is dispatched before this table (it owns its own flags); listed for usage.
+	{"kubectl", "upstream kubectl of the lab's Kubernetes version (also via the kubectl symlink)", nil},
 }
 
 func usage() {
@@ -40,6 +43,14 @@ func usage() {
 }
 
 func main() {
+	// Invoked through the `kubectl` symlink that build.sh makes, or as
+	// `k8s-harness kubectl ...`.
+	if filepath.Base(os.Args[0]) == "kubectl" {
+		runKubectl(os.Args[1:])
+	}
+	if len(os.Args) >= 2 && os.Args[1] == "kubectl" {
+		runKubectl(os.Args[2:])
+	}
 	if len(os.Args) < 2 {
 		usage()
 		os.Exit(2)
