@@ -793,6 +793,10 @@ impl Lab {
             q(&self.kubeconfig_path())
         ));
         s.push_str(&format!("export FLB_LAB_DIR={}\n", q(&self.paths.state)));
+        // kubectl of the lab's Kubernetes version, built with the harness.
+        if let Some(dir) = self.paths.harness().parent() {
+            s.push_str(&format!("export PATH={}:\"$PATH\"\n", q(dir)));
+        }
         s.push_str(&format!(
             "export FLB_KUBECONFIG_IN_LAB={}\n",
             q(&self.lab_kubeconfig_path())
