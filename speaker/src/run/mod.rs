@@ -315,8 +315,9 @@ pub async fn run<A: Announcer + 'static>(
     loop {
         let deadline = lp.driver.poll_timeout().map(tokio::time::Instant::from_std);
         let socket = lp.socket.clone();
+        // Not biased: a flood of datagrams (forged ones included) must not starve the
+        // membership timer or the API inputs.
         tokio::select! {
-            biased;
             _ = shutdown.wait_for(|s| *s) => break,
             r = recv(socket.as_deref(), &mut buf) => match r {
                 Ok(n) => {
