@@ -600,6 +600,30 @@ async fn speaker_announces_fails_over_and_hands_over() {
         seen.insert(body.trim().to_string());
     }
     assert!(seen.is_subset(&pods) && seen.len() >= 2, "answers {seen:?}");
+    // MetalLB's layer-2 counters: the client's ARP requests (each `announcer(.., true)`
+    // above flushed and asked again) and the takeover burst.
+    eventually("layer2 counters", WAIT, || async {
+        let m = metrics(&lab, &leader);
+        let value = |name: &str| {
+            let prefix = format!("{name}{{ip=\"{LB_IP}\"}} ");
+            m.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let got = [
+            value("metallb_layer2_requests_received_total"),
+            value("metallb_layer2_responses_sent_total"),
+            value("metallb_layer2_gratuitous_sent_total"),
+        ];
+        if got.iter().all(|v| *v > 0) {
+            Ok(())
+        } else {
+            Err(format!("requests/responses/gratuitous {got:?}"))
+        }
+    })
+    .await
+    .expect("layer2 counters");
 
     // externalTrafficPolicy Local: only a node with a ready local endpoint announces.
     // The Service first runs with policy Cluster to learn which worker wins its
