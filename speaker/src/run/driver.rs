@@ -215,9 +215,8 @@ impl<A: Announcer> Driver<A> {
     /// The next datagram to send, with the peer's address (InternalIP and the
     /// membership port). Datagrams for peers without a known address are dropped.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        if self.leaving {
-            return None;
-        }
+        // While leaving nothing is handled any more, so the only datagrams left are the
+        // "last words" that `begin_leave` queued.
         let m = self.membership.as_mut()?;
         while let Some(t) = m.poll_transmit() {
             if let Some(ip) = self.world.nodes.get(&*t.to).and_then(|n| n.internal_ip) {
@@ -296,12 +295,20 @@ impl<A: Announcer> Driver<A> {
     /// more datagrams sent or handled) but keeps answering for what it leads, so the
     /// peers declare it dead and the runners-up take over while it still answers.
     /// Wait [`handover_wait`], then call [`Driver::finish_leave`].
+    ///
+    /// The membership also queues "last words" (this node declared dead, as news) for
+    /// its monitors and a few others: the caller sends them with [`Driver::poll_transmit`]
+    /// at once, so the runners-up take over within milliseconds instead of after the
+    /// detection time; the wait stays the full detection time in case they are lost.
     pub fn begin_leave(&mut self) {
         if !self.leaving {
             info!(
                 leading = self.plan.mine.len(),
                 "leaving the membership, still answering"
             );
+            if let Some(m) = &mut self.membership {
+                m.leave(Instant::now());
+            }
             self.leaving = true;
         }
     }

@@ -846,7 +846,10 @@ impl<A: Announcer + 'static> Loop<A> {
             wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             "handing over"
         );
-        let t = driver::leave(&mut self.driver, wait).await;
+        self.driver.begin_leave();
+        self.flush_transmits();
+        tokio::time::sleep(wait).await;
+        let t = self.driver.finish_leave();
         self.metrics.announced.clear();
         self.metrics.leading.set(0);
         info!(released = t.lost.len(), "stopped announcing");

@@ -286,6 +286,12 @@ fn graceful_leave_hands_over_without_a_gap() {
     assert_eq!(net.announcers(a), [next]);
     assert!(net.nodes[leader].announcer().leading.is_empty());
     assert!(took_over < wait, "{took_over:?} vs {wait:?}");
+    // The leaving node's last words let the runner-up take over at once, not after
+    // the detection time.
+    assert!(
+        took_over < Duration::from_millis(50),
+        "runner-up took over only after {took_over:?}"
+    );
     // The leaving node stays out even if the API changes while it waits.
     net.nodes[leader]
         .world_mut()
