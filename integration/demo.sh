@@ -99,6 +99,14 @@ if [ -d "$repo/deploy/crds" ]; then
   show kubectl apply --server-side -f "$repo/deploy/crds"
   show kubectl wait --for=condition=Established --timeout=60s crd --all
 fi
+# The speakers authenticate their membership datagrams with this key (the chart
+# generates it once); without it they announce nothing.
+show kubectl -n metallb-system create secret generic ferrolb-memberlist \
+  --from-literal=secretkey="$(head -c 32 /dev/urandom | base64)"
+# ferrolb started with the lab, before its CRDs existed: restart it rather than
+# wait for its watches' back-off.
+"$LABBIN" restart controller
+for n in $FLB_NODES; do "$LABBIN" restart speaker "$n"; done
 kubectl apply -f - <<'EOF'
 apiVersion: v1
 kind: ConfigMap
