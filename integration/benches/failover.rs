@@ -1,0 +1,340 @@
+//! Layer-2 failover on the lab, as a client sees it: the client sends an HTTP request
+//! to the LoadBalancer address every 10 ms; the leader node is failed abruptly
+//! (`lab node-fail`: link down, every process killed), and the gap is the time from the
+//! failure until a request succeeds again through the new leader. Then the graceful
+//! case: the leader's speaker is restarted (SIGTERM) and the failed requests are
+//! counted. Prints median, p99 and spread over `FERROLB_BENCH_TRIALS` trials (default 20).
+//!
+//! The pods run on the control-plane node and only workers announce, so failing the
+//! leader never takes pods away: the gap is the announcement's alone.
+//!
+//! Needs root, the Go harness and built `ferrolb-controller` / `ferrolb-speaker`.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ferrolb_integration::lab::{Lab, LabOptions, eventually};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use nix::sched::{CloneFlags, setns};
+use serde_json::{Value, json};
+
+const NS: &str = "metallb-system";
+const LB_IP: &str = "198.51.100.10";
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn print_summary(name: &str, mut v: Vec<f64>) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name}: median {:.0} ms, p99 {:.0} ms, min {:.0} ms, max {:.0} ms over {} trials",
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        v[0],
+        v[v.len() - 1],
+        v.len()
+    );
+}
+
+fn kubectl(lab: &Lab, args: &[&str], stdin: Option<&str>) {
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args).env("KUBECONFIG", lab.kubeconfig_path());
+    if stdin.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("kubectl");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+    }
+    assert!(
+        child.wait().expect("kubectl").success(),
+        "kubectl {args:?} failed"
+    );
+}
+
+/// One request from inside the client's network namespace; true when a pod answered.
+fn request(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+    if s.write_all(b"GET / HTTP/1.0\r\nHost: lb\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    buf.starts_with(b"HTTP/1.") && buf.windows(4).any(|w| w == b" 200")
+}
+
+/// A thread in the client's namespace sending a request every 10 ms and reporting
+/// (send time, success) until `stop` is dropped or 120 s have passed.
+fn start_prober() -> (mpsc::Receiver<(Instant, bool)>, mpsc::Sender<()>) {
+    let (tx, rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let ns = File::open("/run/netns/flb-client").expect("client netns");
+        // This thread alone enters the client's namespace: nothing it sends can leave
+        // the lab, and the rest of the process stays in the root namespace.
+        setns(ns, CloneFlags::CLONE_NEWNET).expect("setns");
+        let addr: SocketAddr = format!("{LB_IP}:80").parse().expect("addr");
+        let end = Instant::now() + Duration::from_secs(120);
+        let mut next = Instant::now();
+        while Instant::now() < end {
+            match stop_rx.try_recv() {
+                Err(mpsc::TryRecvError::Empty) => {}
+                _ => return,
+            }
+            let at = Instant::now();
+            let ok = request(addr);
+            if tx.send((at, ok)).is_err() {
+                return;
+            }
+            next += Duration::from_millis(10);
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now;
+            }
+        }
+    });
+    (rx, stop_tx)
+}
+
+fn leader(lab: &Lab) -> String {
+    let ip = LB_IP.parse().expect("ip");
+    lab.flush_neighbour("client", ip).expect("flush");
+    let _ = lab.curl(
+        "client",
+        &format!("http://{LB_IP}/"),
+        Duration::from_secs(2),
+    );
+    lab.announcer("client", ip)
+        .expect("announcer")
+        .expect("someone announces the address")
+}
+
+async fn settle(lab: &Lab) {
+    eventually("address answers", Duration::from_secs(60), || async {
+        lab.curl(
+            "client",
+            &format!("http://{LB_IP}/"),
+            Duration::from_secs(1),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
+    .await
+    .expect("address answers");
+}
+
+async fn apply(api: &Api<DynamicObject>, name: &str, obj: Value) {
+    api.patch(
+        name,
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let trials: usize = std::env::var("FERROLB_BENCH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let lab = Lab::up(LabOptions {
+        bare: true,
+        workers: 3,
+        ..LabOptions::default()
+    })
+    .await
+    .expect("lab up");
+    let client = lab.kube_client().await.expect("client");
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.patch(
+        NS,
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})),
+    )
+    .await
+    .expect("namespace");
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
+    kubectl(&lab, &["apply", "--server-side", "-f", crds], None);
+    kubectl(
+        &lab,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ],
+        None,
+    );
+    let mut raw = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .expect("random key");
+    let key: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    kubectl(
+        &lab,
+        &[
+            "-n",
+            NS,
+            "create",
+            "secret",
+            "generic",
+            "ferrolb-memberlist",
+            &format!("--from-literal=secretkey={key}"),
+        ],
+        None,
+    );
+    let pools: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NS,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "metallb.io",
+            "v1beta1",
+            "IPAddressPool",
+        )),
+    );
+    apply(&pools, "bench", json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "bench", "namespace": NS}, "spec": {"addresses": ["198.51.100.10-198.51.100.12"]}})).await;
+    let l2: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NS,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "metallb.io",
+            "v1beta1",
+            "L2Advertisement",
+        )),
+    );
+    apply(&l2, "workers", json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": {"name": "workers", "namespace": NS},
+        "spec": {"nodeSelectors": [{"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]}]}})).await;
+    // Pods on the control-plane node only: failing a worker never removes an endpoint.
+    kubectl(
+        &lab,
+        &["apply", "-f", "-"],
+        Some(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo-hname, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: echo-hname}}
+  template:
+    metadata: {labels: {app: echo-hname}}
+    spec:
+      nodeSelector: {node-role.kubernetes.io/control-plane: ""}
+      containers: [{name: echo, image: sysnet4admin/echo-hname}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-hname, namespace: default}
+spec:
+  type: LoadBalancer
+  selector: {app: echo-hname}
+  ports: [{port: 80, protocol: TCP}]
+"#,
+        ),
+    );
+    kubectl(
+        &lab,
+        &[
+            "rollout",
+            "status",
+            "deployment/echo-hname",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    lab.restart_controller().expect("controller");
+    for n in ["m-k8s", "w1-k8s", "w2-k8s", "w3-k8s"] {
+        lab.restart_speaker(n).expect("speaker");
+    }
+    settle(&lab).await;
+
+    println!("failover on the lab: a request every 10 ms from the client, {trials} trials");
+    let mut abrupt = Vec::new();
+    for t in 0..trials {
+        let old = leader(&lab);
+        let (rx, stop) = start_prober();
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        lab.node_fail(&old).expect("node-fail");
+        let gap = loop {
+            let (at, ok) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("prober alive");
+            if at > t0 && ok {
+                break at.duration_since(t0);
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no answer 30 s after failing {old}"
+            );
+        };
+        drop(stop);
+        let new = leader(&lab);
+        assert_ne!(new, old, "the address did not move");
+        println!(
+            "  abrupt {:2}: {old} failed, {new} answered after {:.0} ms",
+            t + 1,
+            gap.as_secs_f64() * 1000.0
+        );
+        abrupt.push(gap.as_secs_f64() * 1000.0);
+        lab.node_recover(&old).expect("node-recover");
+        // Let the recovered node rejoin (it may take its addresses back) before the next trial.
+        std::thread::sleep(Duration::from_secs(4));
+        settle(&lab).await;
+    }
+    print_summary("abrupt node failure, gap until a request succeeds", abrupt);
+
+    let mut graceful = Vec::new();
+    for t in 0..trials {
+        let old = leader(&lab);
+        let (rx, stop) = start_prober();
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        lab.restart_speaker(&old).expect("restart speaker");
+        // Count failures for 3 s after the restart began.
+        let mut failed = 0;
+        while let Ok((at, ok)) = rx.recv_timeout(Duration::from_secs(5)) {
+            if at > t0 && !ok {
+                failed += 1;
+            }
+            if at.duration_since(t0) > Duration::from_secs(3) {
+                break;
+            }
+        }
+        drop(stop);
+        println!(
+            "  graceful {:2}: speaker on {old} restarted, {failed} failed requests",
+            t + 1
+        );
+        graceful.push(f64::from(failed) * 10.0);
+        std::thread::sleep(Duration::from_secs(2));
+        settle(&lab).await;
+    }
+    print_summary(
+        "graceful speaker restart, failed requests x 10 ms",
+        graceful,
+    );
+    lab.down().expect("lab down");
+}
