@@ -18,6 +18,7 @@ pub mod convert;
 pub mod crd;
 pub mod duration;
 pub mod error;
+pub mod key;
 pub mod legacy;
 pub mod load;
 pub mod model;
@@ -25,4 +26,5 @@ pub mod selector;
 
 pub use addr::{Family, IpRange};
 pub use error::{ConfigError, ConfigErrors, ObjectRef};
+pub use key::ServiceKey;
 pub use model::{Config, Sources};

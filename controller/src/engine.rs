@@ -14,7 +14,6 @@
 //!   status, oldest Service first, before anything new is allocated.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::IpAddr;
 
 use ferrolb_config::annotations::{self, ServiceAnnotations};
@@ -23,27 +22,7 @@ use ferrolb_config::{Config, Family};
 
 use crate::allocator::{self, AllocError, Allocator, Proto, Sharing};
 
-/// `namespace/name` of a Service.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ServiceKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use ferrolb_config::ServiceKey;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FamilyPolicy {

@@ -11,7 +11,7 @@ use ferrolb_controller::run::{self, leader, metrics::Metrics};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::error;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,16 +48,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube=warn".into());
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    ferrolb_k8s::process::init_tracing(args.log_json);
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -71,24 +62,13 @@ async fn main() -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let ready = Arc::new(AtomicBool::new(false));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_rx = ferrolb_k8s::process::shutdown_signal().context("signal handlers")?;
     let http = tokio::spawn(ferrolb_k8s::http::serve(
         args.metrics_addr,
         Arc::new(registry),
         ready.clone(),
         shutdown_rx.clone(),
     ));
-
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-        info!("shutting down");
-        let _ = shutdown_tx.send(true);
-    });
 
     let mut lost = if args.leader_elect {
         let cfg = leader::LeaseConfig {

@@ -331,6 +331,8 @@ spec:
         );
         abrupt.push(gap.as_secs_f64() * 1000.0);
         lab.node_recover(&old).expect("node-recover");
+        // A bare lab restarts only Kubernetes' own daemons on recovery.
+        lab.restart_speaker(&old).expect("speaker after recovery");
         // Let the recovered node rejoin (it may take its addresses back) before the next trial.
         std::thread::sleep(Duration::from_secs(5));
         settle(&lab).await;

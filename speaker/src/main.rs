@@ -1,7 +1,6 @@
 //! `ferrolb-speaker`: announces LoadBalancer addresses from this node (see the crate
 //! docs).
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -13,8 +12,7 @@ use ferrolb_speaker::membership;
 use ferrolb_speaker::run::{self, logonly::LogAnnouncer, metrics::Metrics};
 use kube::Client;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum AnnouncerKind {
@@ -65,20 +63,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube=warn".into());
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        // Colour only on a terminal: log files and collectors get plain text.
-        tracing_subscriber::fmt()
-            .with_ansi(std::io::stdout().is_terminal())
-            .with_env_filter(filter)
-            .init();
-    }
+    ferrolb_k8s::process::init_tracing(args.log_json);
     match args.announcer {
         AnnouncerKind::None => serve(args, LogAnnouncer::default()).await,
         AnnouncerKind::Raw => serve(args, raw_announcer()?).await,
@@ -98,24 +83,13 @@ async fn serve<A: Announcer + 'static>(args: Args, announcer: A) -> anyhow::Resu
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let ready = Arc::new(AtomicBool::new(false));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_rx = ferrolb_k8s::process::shutdown_signal().context("signal handlers")?;
     let http = tokio::spawn(ferrolb_k8s::http::serve(
         args.metrics_addr,
         Arc::new(registry),
         ready.clone(),
         shutdown_rx.clone(),
     ));
-
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-        info!("shutting down");
-        let _ = shutdown_tx.send(true);
-    });
 
     let opts = run::Options {
         node_name: args.node_name.clone(),

@@ -20,9 +20,8 @@ use std::time::Duration;
 use ferrolb_config::{Config, ConfigError, ObjectRef, annotations, crd};
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event as WEvent};
 use kube::{Api, Client, ResourceExt};
@@ -33,6 +32,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::engine::{Decision, Engine, ServiceKey, ServiceView};
 use ferrolb_k8s::stores::ConfigStores;
+use ferrolb_k8s::watch::{ConfigEvent, config_streams, watch_stream};
 use metrics::{Metrics, ReasonLabel};
 
 /// What the controller is configured with.
@@ -56,39 +56,7 @@ pub enum RunError {
 enum Input {
     Svc(WEvent<Service>),
     Ns(WEvent<Namespace>),
-    Cm(WEvent<ConfigMap>),
-    Pool(WEvent<crd::IPAddressPool>),
-    L2(WEvent<crd::L2Advertisement>),
-    BgpAdv(WEvent<crd::BGPAdvertisement>),
-    Peer(WEvent<crd::BGPPeer>),
-    Community(WEvent<crd::Community>),
-    Bfd(WEvent<crd::BFDProfile>),
-}
-
-fn watch_stream<K, F>(api: Api<K>, cfg: watcher::Config, wrap: F) -> BoxStream<'static, Input>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-    F: Fn(WEvent<K>) -> Input + Send + 'static,
-{
-    let kind = K::kind(&()).to_string();
-    watcher::watcher(api, cfg)
-        .default_backoff()
-        .filter_map(move |r| {
-            let out = match r {
-                Ok(ev) => Some(wrap(ev)),
-                Err(e) => {
-                    warn!(%kind, error = %e, "watch error, retrying");
-                    None
-                }
-            };
-            futures::future::ready(out)
-        })
-        .boxed()
+    Config(ConfigEvent),
 }
 
 /// A Service as the loop last saw it.
@@ -151,41 +119,7 @@ pub async fn run(
         cfgw.clone(),
         Input::Ns,
     ));
-    inputs.push(watch_stream(
-        Api::<ConfigMap>::namespaced(client.clone(), &ns),
-        watcher::Config::default().fields(&format!("metadata.name={}", opts.configmap)),
-        Input::Cm,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw.clone(),
-        Input::Pool,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw.clone(),
-        Input::L2,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw.clone(),
-        Input::BgpAdv,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw.clone(),
-        Input::Peer,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw.clone(),
-        Input::Community,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw,
-        Input::Bfd,
-    ));
+    inputs.extend(config_streams(&client, &ns, &opts.configmap, Input::Config));
 
     let recorder = Recorder::new(
         client.clone(),
@@ -244,13 +178,7 @@ impl Loop {
                 self.on_namespace(ev);
                 false
             }
-            Input::Cm(ev) => self.stores.configmaps.apply(ev),
-            Input::Pool(ev) => self.stores.pools.apply(ev),
-            Input::L2(ev) => self.stores.l2.apply(ev),
-            Input::BgpAdv(ev) => self.stores.bgp_adv.apply(ev),
-            Input::Peer(ev) => self.stores.peers.apply(ev),
-            Input::Community(ev) => self.stores.communities.apply(ev),
-            Input::Bfd(ev) => self.stores.bfd.apply(ev),
+            Input::Config(ev) => self.stores.apply_event(ev),
         };
         if !self.started {
             if self.svc_synced && self.ns_synced && self.stores.synced() {

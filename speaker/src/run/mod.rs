@@ -28,14 +28,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferrolb_config::crd::{self, InterfaceInfo, MetalLBServiceL2Status, ServiceL2Status};
+use ferrolb_config::crd::{InterfaceInfo, MetalLBServiceL2Status, ServiceL2Status};
 use ferrolb_config::{Config, ConfigError};
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event as WEvent};
 use kube::{Api, Client, ResourceExt};
@@ -50,6 +49,7 @@ use crate::announce::Announcer;
 use crate::membership::{self, Key};
 use driver::{Driver, Transition};
 use ferrolb_k8s::stores::ConfigStores;
+use ferrolb_k8s::watch::{ConfigEvent, config_streams, watch_stream};
 use metrics::{AnnouncedLabel, IpLabel, Metrics};
 use state::ServiceKey;
 
@@ -89,39 +89,7 @@ enum Input {
     Node(WEvent<Node>),
     Secret(WEvent<Secret>),
     L2Status(WEvent<ServiceL2Status>),
-    Cm(WEvent<ConfigMap>),
-    Pool(WEvent<crd::IPAddressPool>),
-    L2(WEvent<crd::L2Advertisement>),
-    BgpAdv(WEvent<crd::BGPAdvertisement>),
-    Peer(WEvent<crd::BGPPeer>),
-    Community(WEvent<crd::Community>),
-    Bfd(WEvent<crd::BFDProfile>),
-}
-
-fn watch_stream<K, F>(api: Api<K>, cfg: watcher::Config, wrap: F) -> BoxStream<'static, Input>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-    F: Fn(WEvent<K>) -> Input + Send + 'static,
-{
-    let kind = K::kind(&()).to_string();
-    watcher::watcher(api, cfg)
-        .default_backoff()
-        .filter_map(move |r| {
-            let out = match r {
-                Ok(ev) => Some(wrap(ev)),
-                Err(e) => {
-                    warn!(%kind, error = %e, "watch error, retrying");
-                    None
-                }
-            };
-            futures::future::ready(out)
-        })
-        .boxed()
+    Config(ConfigEvent),
 }
 
 /// Objects of a namespaced kind by `namespace/name`, replaced whole on every re-list
@@ -239,41 +207,7 @@ pub async fn run<A: Announcer + 'static>(
         watcher::Config::default().labels(&format!("{L2_NODE_LABEL}={}", opts.node_name)),
         Input::L2Status,
     ));
-    inputs.push(watch_stream(
-        Api::<ConfigMap>::namespaced(client.clone(), &ns),
-        watcher::Config::default().fields(&format!("metadata.name={}", opts.configmap)),
-        Input::Cm,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw.clone(),
-        Input::Pool,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw.clone(),
-        Input::L2,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw.clone(),
-        Input::BgpAdv,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw.clone(),
-        Input::Peer,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw.clone(),
-        Input::Community,
-    ));
-    inputs.push(watch_stream(
-        Api::namespaced(client.clone(), &ns),
-        cfgw,
-        Input::Bfd,
-    ));
+    inputs.extend(config_streams(&client, &ns, &opts.configmap, Input::Config));
 
     let recorder = Recorder::new(
         client.clone(),
@@ -405,13 +339,7 @@ impl<A: Announcer + 'static> Loop<A> {
                 self.l2_status.apply(ev);
                 return;
             }
-            Input::Cm(ev) => config_changed = self.stores.configmaps.apply(ev),
-            Input::Pool(ev) => config_changed = self.stores.pools.apply(ev),
-            Input::L2(ev) => config_changed = self.stores.l2.apply(ev),
-            Input::BgpAdv(ev) => config_changed = self.stores.bgp_adv.apply(ev),
-            Input::Peer(ev) => config_changed = self.stores.peers.apply(ev),
-            Input::Community(ev) => config_changed = self.stores.communities.apply(ev),
-            Input::Bfd(ev) => config_changed = self.stores.bfd.apply(ev),
+            Input::Config(ev) => config_changed = self.stores.apply_event(ev),
         }
         if !self.started {
             if self.services.synced

@@ -29,7 +29,6 @@
 //!   their union, or every interface if one of them names none.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::IpAddr;
 
 use ferrolb_config::Config;
@@ -40,27 +39,7 @@ use crate::election;
 /// Nodes with this label never announce (the upstream convention MetalLB follows).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-/// `namespace/name` of a Service.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ServiceKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use ferrolb_config::ServiceKey;
 
 /// What the speaker needs of a LoadBalancer Service it handles.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
