@@ -3,6 +3,7 @@
 //! the HTTP endpoints for metrics and probes ([`http`]), the watch streams of the
 //! configuration kinds ([`watch`]) and process start-up ([`process`]).
 
+pub mod events;
 pub mod http;
 pub mod process;
 pub mod stores;

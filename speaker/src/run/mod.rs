@@ -30,12 +30,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrolb_config::crd::{InterfaceInfo, MetalLBServiceL2Status, ServiceL2Status};
 use ferrolb_config::{Config, ConfigError};
+use ferrolb_k8s::events::{Event as KEvent, EventType, Recorder, Reporter};
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event as WEvent};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
