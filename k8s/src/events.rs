@@ -39,13 +39,15 @@ impl Recorder {
         let ns = reference.namespace.as_deref().unwrap_or("default");
         let name = reference.name.as_deref().unwrap_or("object");
         let api: Api<ApiEvent> = Api::namespaced(self.client.clone(), ns);
+        let now = Timestamp::now();
         let event = ApiEvent {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{name}.")),
+                // Unique per object and instant, as client-go names events.
+                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
                 namespace: Some(ns.to_string()),
                 ..Default::default()
             },
-            event_time: Some(MicroTime(Timestamp::now())),
+            event_time: Some(MicroTime(now)),
             action: Some(ev.action.clone()),
             reason: Some(ev.reason.clone()),
             note: ev.note.clone(),
