@@ -16,7 +16,7 @@ pub mod bpf;
 mod checksum;
 mod ndp;
 #[cfg(test)]
-mod vectors;
+pub(crate) mod vectors;
 
 use std::fmt;
 
