@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_config::annotations::{self, ServiceAnnotations};
 use ferrolb_config::model::Pool as ConfigPool;
@@ -116,7 +117,9 @@ struct Request {
 
 #[derive(Debug)]
 pub struct Engine {
-    config: Option<Config>,
+    /// Shared, so that each sync holds it while updating the allocator without
+    /// copying the whole configuration.
+    config: Option<Arc<Config>>,
     alloc: Allocator<ServiceKey>,
     lb_class: Option<String>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
@@ -159,7 +162,7 @@ impl Engine {
     }
 
     pub fn config(&self) -> Option<&Config> {
-        self.config.as_ref()
+        self.config.as_deref()
     }
 
     pub fn allocator(&self) -> &Allocator<ServiceKey> {
@@ -173,7 +176,7 @@ impl Engine {
             .alloc
             .set_pools(allocator_pools(&cfg))
             .expect("Config::build already refused overlapping or duplicate pools");
-        self.config = Some(cfg);
+        self.config = Some(Arc::new(cfg));
         evicted
     }
 
