@@ -107,6 +107,12 @@ struct UpArgs {
     /// Bound on each wait (control plane ready, nodes Ready), e.g. 180s.
     #[arg(long, default_value = "180s", value_parser = parse_secs)]
     timeout: Duration,
+    /// Extra argument of the ferrolb controller (repeat for several).
+    #[arg(long = "controller-arg", allow_hyphen_values = true)]
+    controller_args: Vec<String>,
+    /// Extra argument of every ferrolb speaker (repeat for several).
+    #[arg(long = "speaker-arg", allow_hyphen_values = true)]
+    speaker_args: Vec<String>,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -139,6 +145,8 @@ impl UpArgs {
             require_ferrolb: self.require_ferrolb,
             controller_bin: None,
             speaker_bin: None,
+            controller_args: self.controller_args.clone(),
+            speaker_args: self.speaker_args.clone(),
         }
     }
 }

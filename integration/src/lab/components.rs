@@ -164,35 +164,55 @@ fn ferrolb_env(paths: &LabPaths, node: &Host) -> Vec<(String, OsString)> {
     ]
 }
 
-/// Arguments of the ferrolb controller.
-const CONTROLLER_ARGS: &[&str] = &[];
-/// Arguments of the ferrolb speaker.
-const SPEAKER_ARGS: &[&str] = &[];
-
-/// ferrolb's controller, in the control-plane node.
-pub fn controller(paths: &LabPaths, topo: &Topology, program: &Path) -> DaemonSpec {
+/// ferrolb's controller, in the control-plane node; `args` come from
+/// [`LabOptions::controller_args`] (the defaults need none).
+pub fn controller(
+    paths: &LabPaths,
+    topo: &Topology,
+    program: &Path,
+    args: &[String],
+) -> DaemonSpec {
     let m = topo
         .nodes()
         .next()
         .expect("a topology always has a control plane");
+    controller_on(paths, m, CONTROLLER, program, args)
+}
+
+/// A ferrolb controller named `name` in `node`'s namespace: a second replica
+/// runs on another node, as a Deployment's would.
+pub fn controller_on(
+    paths: &LabPaths,
+    node: &Host,
+    name: &str,
+    program: &Path,
+    args: &[String],
+) -> DaemonSpec {
+    let mut env = ferrolb_env(paths, node);
+    // Each replica is its own Lease holder, like pods with distinct names.
+    env.push((
+        "POD_NAME".to_owned(),
+        format!("{name}-{}", node.name).into(),
+    ));
     DaemonSpec {
-        name: CONTROLLER.to_owned(),
-        netns: Some(m.netns()),
+        name: name.to_owned(),
+        netns: Some(node.netns()),
         net_only: false,
         program: program.to_path_buf(),
-        args: os(CONTROLLER_ARGS),
-        env: ferrolb_env(paths, m),
+        args: args.iter().map(OsString::from).collect(),
+        env,
     }
 }
 
-/// ferrolb's speaker on one node.
-pub fn speaker(paths: &LabPaths, node: &Host, program: &Path) -> DaemonSpec {
+/// ferrolb's speaker on one node; `args` come from
+/// [`LabOptions::speaker_args`].
+pub fn speaker(paths: &LabPaths, node: &Host, program: &Path, args: &[String]) -> DaemonSpec {
     DaemonSpec {
         name: speaker_name(&node.name),
         netns: Some(node.netns()),
         net_only: false,
         program: program.to_path_buf(),
-        args: os(SPEAKER_ARGS),
+        args: args.iter().map(OsString::from).collect(),
         env: ferrolb_env(paths, node),
     }
 }

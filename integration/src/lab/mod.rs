@@ -101,6 +101,12 @@ pub struct LabOptions {
     /// (or `FERROLB_SPEAKER`).
     #[serde(default)]
     pub speaker_bin: Option<PathBuf>,
+    /// Extra command-line arguments of the controller (e.g. `--lb-class`).
+    #[serde(default)]
+    pub controller_args: Vec<String>,
+    /// Extra command-line arguments of every speaker.
+    #[serde(default)]
+    pub speaker_args: Vec<String>,
 }
 
 fn default_ready_timeout() -> Duration {
@@ -120,6 +126,8 @@ impl Default for LabOptions {
             require_ferrolb: false,
             controller_bin: None,
             speaker_bin: None,
+            controller_args: Vec::new(),
+            speaker_args: Vec::new(),
         }
     }
 }
@@ -139,13 +147,15 @@ impl LabOptions {
 
     fn summary(&self) -> String {
         format!(
-            "workers={} family={:?} bare={} topology_only={} proxy={} grace={}s",
+            "workers={} family={:?} bare={} topology_only={} proxy={} grace={}s controller_args={:?} speaker_args={:?}",
             self.workers,
             self.ip_family,
             self.bare,
             self.topology_only,
             self.proxy_mode.as_str(),
-            self.node_monitor_grace_period.as_secs()
+            self.node_monitor_grace_period.as_secs(),
+            self.controller_args,
+            self.speaker_args,
         )
     }
 }
@@ -410,7 +420,12 @@ impl Lab {
         match self.controller_bin() {
             Some(bin) => {
                 self.start_if_needed(
-                    &components::controller(&self.paths, &self.topology, &bin),
+                    &components::controller(
+                        &self.paths,
+                        &self.topology,
+                        &bin,
+                        &self.options.controller_args,
+                    ),
                     &[],
                 )?;
             }
@@ -419,7 +434,10 @@ impl Lab {
         match self.speaker_bin() {
             Some(bin) => {
                 for node in self.topology.nodes() {
-                    self.start_if_needed(&components::speaker(&self.paths, node, &bin), &[])?;
+                    self.start_if_needed(
+                        &components::speaker(&self.paths, node, &bin, &self.options.speaker_args),
+                        &[],
+                    )?;
                 }
             }
             None => tracing::warn!("ferrolb-speaker not built: lab runs without speakers"),
@@ -753,7 +771,10 @@ impl Lab {
         if !self.options.bare
             && let Some(bin) = self.speaker_bin()
         {
-            self.start_if_needed(&components::speaker(&self.paths, &h, &bin), &[])?;
+            self.start_if_needed(
+                &components::speaker(&self.paths, &h, &bin, &self.options.speaker_args),
+                &[],
+            )?;
         }
         tracing::info!(node = %h.name, "node recovered");
         Ok(())
@@ -767,7 +788,12 @@ impl Lab {
         process::stop(&self.paths, components::CONTROLLER, Duration::from_secs(5))?;
         process::spawn(
             &self.paths,
-            &components::controller(&self.paths, &self.topology, &bin),
+            &components::controller(
+                &self.paths,
+                &self.topology,
+                &bin,
+                &self.options.controller_args,
+            ),
         )?;
         Ok(())
     }
@@ -780,8 +806,59 @@ impl Lab {
             .ok_or(LabError::FerrolbMissing("ferrolb-speaker"))?;
         let name = components::speaker_name(&h.name);
         process::stop(&self.paths, &name, Duration::from_secs(5))?;
-        process::spawn(&self.paths, &components::speaker(&self.paths, h, &bin))?;
+        process::spawn(
+            &self.paths,
+            &components::speaker(&self.paths, h, &bin, &self.options.speaker_args),
+        )?;
         Ok(())
+    }
+
+    /// Starts another ferrolb controller, daemon `name`, in `node`'s
+    /// namespace with `args`: a second replica for leader-election tests.
+    /// Teardown stops it with the rest of the lab.
+    pub fn spawn_controller(&self, name: &str, node: &str, args: &[String]) -> Result<()> {
+        let h = self.topology.node(node)?;
+        let bin = self
+            .controller_bin()
+            .ok_or(LabError::FerrolbMissing("ferrolb-controller"))?;
+        self.start_if_needed(
+            &components::controller_on(&self.paths, h, name, &bin, args),
+            &[],
+        )?;
+        Ok(())
+    }
+
+    /// Stops daemon `name` (SIGTERM, SIGKILL after `grace`).
+    pub fn stop_daemon(&self, name: &str, grace: Duration) -> Result<()> {
+        process::stop(&self.paths, name, grace)
+    }
+
+    /// Kills daemon `name` and its session at once (SIGKILL): a crash.
+    pub fn kill_daemon(&self, name: &str) -> Result<()> {
+        if let Some(pf) = process::read_pid_file(&self.paths, name)?
+            && pf.is_running()
+        {
+            let session: std::collections::BTreeSet<i32> = std::iter::once(pf.pid)
+                .chain(
+                    process::scan()
+                        .into_iter()
+                        .filter(|p| p.session == pf.pid)
+                        .map(|p| p.pid),
+                )
+                .collect();
+            process::kill_all(&session, Signal::SIGKILL, Duration::from_secs(10))?;
+        }
+        process::remove_pid_file(&self.paths, name)
+    }
+
+    /// Whether daemon `name` runs.
+    pub fn daemon_running(&self, name: &str) -> Result<bool> {
+        Ok(process::read_pid_file(&self.paths, name)?.is_some_and(|pf| pf.is_running()))
+    }
+
+    /// The log file of daemon `name`.
+    pub fn daemon_log(&self, name: &str) -> PathBuf {
+        self.paths.log(name)
     }
 
     /// Shell lines to `eval` for using the lab from the root namespace.
