@@ -40,6 +40,10 @@ struct Args {
     /// This replica's identity in the lease (default: the pod name or host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// `ipMode` written into each `status.loadBalancer.ingress[]` entry: `VIP` (written
+    /// as no ipMode, which Kubernetes reads as VIP) or `Proxy`.
+    #[arg(long, default_value = "VIP", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<run::IpMode>()))]
+    lb_ip_mode: run::IpMode,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -94,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         lb_class: args.lb_class.clone(),
         reporter: "ferrolb-controller".into(),
         instance: identity,
+        ip_mode: args.lb_ip_mode,
     };
     let result = tokio::select! {
         r = run::run(client, opts, metrics.clone(), ready, shutdown_rx.clone()) => r.map_err(anyhow::Error::from),

@@ -45,6 +45,65 @@ pub struct Options {
     pub lb_class: Option<String>,
     pub reporter: String,
     pub instance: String,
+    /// `ipMode` written into each `status.loadBalancer.ingress[]` entry.
+    pub ip_mode: IpMode,
+}
+
+/// How traffic reaches an address, as `status.loadBalancer.ingress[].ipMode` tells
+/// kube-proxy. `Vip` (the default) is written as no `ipMode` at all: the API server
+/// defaults it to `VIP` (Kubernetes 1.30+) and clusters older than that reject nothing.
+/// `Proxy` tells kube-proxy not to bind the address locally, for a load balancer that
+/// forwards to the nodes instead of delivering packets with the address as destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IpMode {
+    #[default]
+    Vip,
+    Proxy,
+}
+
+impl IpMode {
+    /// The value written to the API (`None`: leave the field out).
+    pub fn written(self) -> Option<&'static str> {
+        match self {
+            IpMode::Vip => None,
+            IpMode::Proxy => Some("Proxy"),
+        }
+    }
+
+    /// Whether an entry's `ipMode` as read back from the API already says this mode
+    /// (an absent field means VIP, as the API server's default does).
+    pub fn matches(self, read: Option<&str>) -> bool {
+        match self {
+            IpMode::Vip => matches!(read, None | Some("VIP")),
+            IpMode::Proxy => read == Some("Proxy"),
+        }
+    }
+}
+
+impl std::str::FromStr for IpMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "vip" => Ok(IpMode::Vip),
+            "proxy" => Ok(IpMode::Proxy),
+            _ => Err(format!("unknown ipMode {s:?} (expected VIP or Proxy)")),
+        }
+    }
+}
+
+/// True when `status.loadBalancer.ingress` already shows exactly `want` with `mode`.
+fn status_is(current: &[IpAddr], modes: &[Option<String>], want: &[IpAddr], mode: IpMode) -> bool {
+    current == want && modes.iter().all(|m| mode.matches(m.as_deref()))
+}
+
+/// The `status.loadBalancer.ingress` entries for `ips`.
+fn ingress_entries(ips: &[IpAddr], mode: IpMode) -> Vec<serde_json::Value> {
+    ips.iter()
+        .map(|ip| match mode.written() {
+            None => json!({ "ip": ip.to_string() }),
+            Some(m) => json!({ "ip": ip.to_string(), "ipMode": m }),
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +122,8 @@ enum Input {
 #[derive(Debug, Clone)]
 struct Known {
     view: ServiceView,
+    /// `ipMode` of each entry of `view.status_ips`.
+    ip_modes: Vec<Option<String>>,
     uid: Option<String>,
     pool_annotation: Option<String>,
 }
@@ -248,6 +309,7 @@ impl Loop {
     fn known(svc: &Service) -> Known {
         Known {
             view: view::view(svc),
+            ip_modes: view::status_ip_modes(svc),
             uid: svc.uid(),
             pool_annotation: svc
                 .annotations()
@@ -458,7 +520,12 @@ impl Loop {
                 warnings,
             } => {
                 self.last_failure.remove(key);
-                if known.view.status_ips != ips {
+                if !status_is(
+                    &known.view.status_ips,
+                    &known.ip_modes,
+                    &ips,
+                    self.opts.ip_mode,
+                ) {
                     job.status = Some(ips.clone());
                 }
                 if known.pool_annotation.as_deref() != Some(pool.as_str()) {
@@ -485,7 +552,14 @@ impl Loop {
                 pool,
             } => {
                 use crate::engine::FailReason;
-                if reason != FailReason::NoConfig && known.view.status_ips != kept {
+                if reason != FailReason::NoConfig
+                    && !status_is(
+                        &known.view.status_ips,
+                        &known.ip_modes,
+                        &kept,
+                        self.opts.ip_mode,
+                    )
+                {
                     job.status = Some(kept.clone());
                     self.pools_dirty = true;
                 }
@@ -530,6 +604,7 @@ impl Loop {
             if let Some(k) = self.services.get_mut(key) {
                 if let Some(s) = &job.status {
                     k.view.status_ips = s.clone();
+                    k.ip_modes = vec![self.opts.ip_mode.written().map(String::from); s.len()];
                 }
                 if let Some(a) = &job.pool_annotation {
                     k.pool_annotation = a.clone();
@@ -545,11 +620,12 @@ impl Loop {
         let recorder = self.recorder.clone();
         let metrics = self.metrics.clone();
         let key2 = key.clone();
+        let ip_mode = self.opts.ip_mode;
         let h = tokio::spawn(async move {
             if let Some(p) = prev {
                 let _ = p.await;
             }
-            if let Err(e) = write(client, recorder, &key2, uid, job).await {
+            if let Err(e) = write(client, recorder, &key2, uid, job, ip_mode).await {
                 metrics.update_errors.inc();
                 warn!(service = %key2, error = %e, "write to the API failed");
             }
@@ -625,13 +701,11 @@ async fn write(
     key: &ServiceKey,
     uid: Option<String>,
     job: WriteJob,
+    ip_mode: IpMode,
 ) -> Result<(), kube::Error> {
     let api: Api<Service> = Api::namespaced(client, &key.namespace);
     if let Some(ips) = &job.status {
-        let ingress: Vec<serde_json::Value> = ips
-            .iter()
-            .map(|ip| json!({ "ip": ip.to_string() }))
-            .collect();
+        let ingress = ingress_entries(ips, ip_mode);
         let patch = if ingress.is_empty() {
             json!({ "status": { "loadBalancer": { "ingress": null } } })
         } else {
@@ -665,4 +739,74 @@ async fn write(
         recorder.publish(&ev, &reference).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod ip_mode_tests {
+    use super::*;
+
+    fn ips(s: &[&str]) -> Vec<IpAddr> {
+        s.iter().map(|i| i.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn parses_the_kubernetes_spellings() {
+        assert_eq!("VIP".parse::<IpMode>(), Ok(IpMode::Vip));
+        assert_eq!("Proxy".parse::<IpMode>(), Ok(IpMode::Proxy));
+        assert_eq!("proxy".parse::<IpMode>(), Ok(IpMode::Proxy));
+        assert!("Tunnel".parse::<IpMode>().is_err());
+        assert_eq!(IpMode::default(), IpMode::Vip);
+    }
+
+    #[test]
+    fn entries_carry_ip_mode_only_for_proxy() {
+        let a = ips(&["198.51.100.1", "2001:db8::1"]);
+        assert_eq!(
+            ingress_entries(&a, IpMode::Vip),
+            [json!({"ip": "198.51.100.1"}), json!({"ip": "2001:db8::1"})]
+        );
+        assert_eq!(
+            ingress_entries(&a, IpMode::Proxy),
+            [
+                json!({"ip": "198.51.100.1", "ipMode": "Proxy"}),
+                json!({"ip": "2001:db8::1", "ipMode": "Proxy"})
+            ]
+        );
+    }
+
+    #[test]
+    fn status_read_back_with_the_server_default_is_current() {
+        let a = ips(&["198.51.100.1"]);
+        // VIP mode writes no ipMode; the API server fills in "VIP": no rewrite either way.
+        assert!(status_is(&a, &[None], &a, IpMode::Vip));
+        assert!(status_is(&a, &[Some("VIP".into())], &a, IpMode::Vip));
+        // A status written in Proxy mode is rewritten when the flag goes back to VIP.
+        assert!(!status_is(&a, &[Some("Proxy".into())], &a, IpMode::Vip));
+    }
+
+    #[test]
+    fn proxy_mode_rewrites_entries_without_it_once() {
+        let a = ips(&["198.51.100.1", "2001:db8::1"]);
+        // After a restart with --lb-ip-mode Proxy, existing VIP entries are rewritten
+        // (same addresses, so nothing moves) ...
+        assert!(!status_is(
+            &a,
+            &[Some("VIP".into()), Some("VIP".into())],
+            &a,
+            IpMode::Proxy
+        ));
+        assert!(!status_is(
+            &a,
+            &[Some("Proxy".into()), None],
+            &a,
+            IpMode::Proxy
+        ));
+        // ... and once they say Proxy, nothing more is written.
+        let p = vec![Some("Proxy".to_string()); 2];
+        assert!(status_is(&a, &p, &a, IpMode::Proxy));
+        // Different addresses are always a write, whatever the mode.
+        assert!(!status_is(&a, &p, &a[..1], IpMode::Proxy));
+        assert!(!status_is(&[], &[], &a, IpMode::Proxy));
+        assert!(status_is(&[], &[], &[], IpMode::Proxy));
+    }
 }

@@ -68,14 +68,25 @@ pub fn view(svc: &Service) -> ServiceView {
 
 /// Addresses in `status.loadBalancer.ingress`, in order.
 pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
+    status_entries(svc).map(|(ip, _)| ip).collect()
+}
+
+/// `ipMode` of each entry [`status_ips`] returns, in the same order.
+pub fn status_ip_modes(svc: &Service) -> Vec<Option<String>> {
+    status_entries(svc).map(|(_, m)| m).collect()
+}
+
+fn status_entries(svc: &Service) -> impl Iterator<Item = (IpAddr, Option<String>)> + '_ {
     svc.status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
         .into_iter()
         .flatten()
-        .filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()))
-        .collect()
+        .filter_map(|i| {
+            let ip = i.ip.as_deref()?.parse().ok()?;
+            Some((ip, i.ip_mode.clone()))
+        })
 }
 
 #[cfg(test)]
@@ -90,10 +101,11 @@ mod tests {
             "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6", "IPv4"], "ipFamilyPolicy": "PreferDualStack",
                      "externalTrafficPolicy": "Local", "selector": {"app": "web"},
                      "ports": [{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]},
-            "status": {"loadBalancer": {"ingress": [{"ip": "2001:db8::5"}, {"hostname": "x"}]}}
+            "status": {"loadBalancer": {"ingress": [{"ip": "2001:db8::5", "ipMode": "Proxy"}, {"hostname": "x"}]}}
         }))
         .unwrap();
         let v = view(&svc);
+        assert_eq!(status_ip_modes(&svc), [Some("Proxy".to_string())]);
         assert_eq!(v.key.to_string(), "shop/web");
         assert!(v.is_load_balancer && v.external_traffic_local);
         assert_eq!(v.ip_families, [Family::V6, Family::V4]);
