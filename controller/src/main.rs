@@ -74,23 +74,20 @@ async fn main() -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
 
-    let mut lost = if args.leader_elect {
-        let cfg = leader::LeaseConfig {
-            name: args.lease_name.clone(),
-            identity: identity.clone(),
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(2),
-        };
-        let api = Api::namespaced(client.clone(), &args.namespace);
-        let mut sd = shutdown_rx.clone();
-        tokio::select! {
-            rx = leader::acquire(api, cfg) => rx,
-            _ = sd.wait_for(|s| *s) => return Ok(()),
-        }
-    } else {
-        watch::channel(false).1
-    };
-    metrics.is_leader.set(1);
+    // Every replica watches and keeps its caches from the start; only the leader acts.
+    let (_always, role_rx) = watch::channel(leader::Role::Leader);
+    let elector = args.leader_elect.then(|| {
+        leader::Elector::start(
+            Api::namespaced(client.clone(), &args.namespace),
+            leader::LeaseConfig {
+                name: args.lease_name.clone(),
+                identity: identity.clone(),
+                duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(2),
+            },
+        )
+    });
+    let role = elector.as_ref().map_or(role_rx, |e| e.subscribe());
 
     let opts = run::Options {
         namespace: args.namespace.clone(),
@@ -100,10 +97,14 @@ async fn main() -> anyhow::Result<()> {
         instance: identity,
         ip_mode: args.lb_ip_mode,
     };
-    let result = tokio::select! {
-        r = run::run(client, opts, metrics.clone(), ready, shutdown_rx.clone()) => r.map_err(anyhow::Error::from),
-        _ = lost.wait_for(|l| *l) => Err(anyhow::anyhow!("lost the leader lease")),
-    };
+    let result = run::run(client, opts, metrics, ready, shutdown_rx, role)
+        .await
+        .map_err(anyhow::Error::from);
+    // The loop has finished its writes: hand the lease over now rather than have the
+    // standby wait for it to expire.
+    if let Some(e) = elector {
+        e.release().await;
+    }
     if let Err(e) = &result {
         error!(error = %e, "controller stopped");
     }

@@ -1,6 +1,11 @@
 //! Leader election over a `coordination.k8s.io/v1` Lease, so that two controller
 //! replicas never allocate at the same time. Writes use the Lease's resourceVersion, so
 //! two candidates racing for an expired lease cannot both win.
+//!
+//! Every replica runs an [`Elector`] from the start: the standby keeps trying (and so
+//! keeps proving it reaches the API, which its readiness reports), the leader keeps
+//! renewing. On shutdown the leader [releases](Elector::release) the lease, so that the
+//! standby takes over at its next attempt instead of waiting for the lease to expire.
 
 use std::time::Duration;
 
@@ -10,7 +15,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -20,8 +27,59 @@ pub struct LeaseConfig {
     pub renew_every: Duration,
 }
 
+/// What this replica is, as far as the lease goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Another replica holds the lease (or none yet, before the first attempt).
+    /// `healthy`: the API answered an attempt within the last lease duration, so this
+    /// replica could take over.
+    Standby { healthy: bool },
+    /// This replica holds the lease and may act.
+    Leader,
+    /// This replica held the lease and lost it (taken, or not renewed in time): it must
+    /// stop acting at once. Final.
+    Lost,
+}
+
 fn now() -> MicroTime {
     MicroTime(Timestamp::now())
+}
+
+/// Whether the lease as read lets `identity` take or keep it at `at`.
+fn may_take(spec: &LeaseSpec, identity: &str, at: Timestamp) -> bool {
+    let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
+    match holder {
+        // Released (client-go writes "" on release) or never held.
+        None => true,
+        Some(h) if h == identity => true,
+        Some(_) => match (&spec.renew_time, spec.lease_duration_seconds) {
+            (Some(t), Some(d)) => at.duration_since(t.0).as_secs() > i64::from(d),
+            _ => true,
+        },
+    }
+}
+
+/// The lease after `identity` took or renewed it.
+fn taken(mut spec: LeaseSpec, identity: &str, duration_secs: i32, at: MicroTime) -> LeaseSpec {
+    let ours = spec.holder_identity.as_deref() == Some(identity);
+    if !ours {
+        spec.acquire_time = Some(at.clone());
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    spec.holder_identity = Some(identity.to_string());
+    spec.lease_duration_seconds = Some(duration_secs);
+    spec.renew_time = Some(at);
+    spec
+}
+
+/// The lease handed back by its holder: no holder, so the next attempt of any other
+/// replica takes it (the duration of 1 s also covers readers that only look at
+/// expiry, as client-go's release does).
+fn released(mut spec: LeaseSpec, at: MicroTime) -> LeaseSpec {
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(at);
+    spec
 }
 
 /// One attempt to take or renew the lease; true if we hold it afterwards.
@@ -29,19 +87,14 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> 
     let secs = i32::try_from(cfg.duration.as_secs()).unwrap_or(i32::MAX);
     match api.get_opt(&cfg.name).await? {
         None => {
+            let mut spec = taken(LeaseSpec::default(), &cfg.identity, secs, now());
+            spec.lease_transitions = Some(0);
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(cfg.name.clone()),
                     ..Default::default()
                 },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(cfg.identity.clone()),
-                    lease_duration_seconds: Some(secs),
-                    acquire_time: Some(now()),
-                    renew_time: Some(now()),
-                    lease_transitions: Some(0),
-                    ..Default::default()
-                }),
+                spec: Some(spec),
             };
             match api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
@@ -50,25 +103,11 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> 
             }
         }
         Some(mut lease) => {
-            let spec = lease.spec.get_or_insert_default();
-            let ours = spec.holder_identity.as_deref() == Some(cfg.identity.as_str());
-            let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-                (Some(t), Some(d)) => {
-                    let age = Timestamp::now().duration_since(t.0);
-                    age.as_secs() > i64::from(d)
-                }
-                _ => true,
-            };
-            if !ours && !expired && spec.holder_identity.is_some() {
+            let spec = lease.spec.take().unwrap_or_default();
+            if !may_take(&spec, &cfg.identity, Timestamp::now()) {
                 return Ok(false);
             }
-            if !ours {
-                spec.acquire_time = Some(now());
-                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-            }
-            spec.holder_identity = Some(cfg.identity.clone());
-            spec.lease_duration_seconds = Some(secs);
-            spec.renew_time = Some(now());
+            lease.spec = Some(taken(spec, &cfg.identity, secs, now()));
             // replace() carries the resourceVersion we read: a concurrent writer makes it fail.
             match api.replace(&cfg.name, &PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
@@ -79,41 +118,169 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> 
     }
 }
 
-/// Waits until this replica holds the lease, then keeps renewing it in the background.
-/// The returned receiver turns `true` if the lease is lost (the caller must stop).
-pub async fn acquire(api: Api<Lease>, cfg: LeaseConfig) -> watch::Receiver<bool> {
+/// Takes part in the election in the background until released or dropped.
+#[derive(Debug)]
+pub struct Elector {
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+    role: watch::Receiver<Role>,
+    task: JoinHandle<()>,
+}
+
+impl Elector {
+    /// Starts trying to take the lease, and renewing it once held.
+    pub fn start(api: Api<Lease>, cfg: LeaseConfig) -> Elector {
+        let (tx, role) = watch::channel(Role::Standby { healthy: false });
+        let task = tokio::spawn(elect(api.clone(), cfg.clone(), tx));
+        Elector {
+            api,
+            cfg,
+            role,
+            task,
+        }
+    }
+
+    /// This replica's role, updated as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<Role> {
+        self.role.clone()
+    }
+
+    /// Stops taking part and, if this replica holds the lease, hands it back so that
+    /// a standby takes over at its next attempt. Call only once this replica has
+    /// stopped acting (its last writes are done).
+    pub async fn release(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let lease = match self.api.get_opt(&self.cfg.name).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot read the lease to release it");
+                return;
+            }
+        };
+        let holder = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref());
+        if holder != Some(self.cfg.identity.as_str()) {
+            return;
+        }
+        let mut lease = lease;
+        lease.spec = Some(released(lease.spec.take().unwrap_or_default(), now()));
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => {
+                info!(identity = %self.cfg.identity, lease = %self.cfg.name, "released the leader lease")
+            }
+            Err(e) => warn!(error = %e, "cannot release the lease (it will expire)"),
+        }
+    }
+}
+
+async fn elect(api: Api<Lease>, cfg: LeaseConfig, tx: watch::Sender<Role>) {
+    let mut leader = false;
+    // Last time the API answered an attempt (standby health) or renewed our lease.
+    let mut last_ok: Option<Instant> = None;
     loop {
         match try_acquire(&api, &cfg).await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => warn!(error = %e, "lease acquisition failed"),
-        }
-        tokio::time::sleep(cfg.renew_every).await;
-    }
-    info!(identity = %cfg.identity, lease = %cfg.name, "became leader");
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut last_ok = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(cfg.renew_every).await;
-            match try_acquire(&api, &cfg).await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
-                Ok(false) => {
-                    warn!(identity = %cfg.identity, "lease taken by another replica");
-                    let _ = tx.send(true);
-                    return;
+            Ok(true) => {
+                last_ok = Some(Instant::now());
+                if !leader {
+                    leader = true;
+                    info!(identity = %cfg.identity, lease = %cfg.name, "became leader");
+                    let _ = tx.send(Role::Leader);
                 }
-                Err(e) => {
+            }
+            Ok(false) if leader => {
+                warn!(identity = %cfg.identity, "lease taken by another replica");
+                let _ = tx.send(Role::Lost);
+                return;
+            }
+            Ok(false) => {
+                last_ok = Some(Instant::now());
+                tx.send_if_modified(|r| set(r, Role::Standby { healthy: true }));
+            }
+            Err(e) => {
+                let stale = last_ok.is_none_or(|t| t.elapsed() + cfg.renew_every >= cfg.duration);
+                if leader {
                     warn!(error = %e, "lease renewal failed");
                     // Stop before the lease can expire under us, so that two leaders
                     // never act at once.
-                    if last_ok.elapsed() + cfg.renew_every >= cfg.duration {
-                        let _ = tx.send(true);
+                    if stale {
+                        let _ = tx.send(Role::Lost);
                         return;
+                    }
+                } else {
+                    debug!(error = %e, "lease attempt failed");
+                    if stale && tx.send_if_modified(|r| set(r, Role::Standby { healthy: false })) {
+                        warn!(error = %e, "standby cannot reach the lease: not ready");
                     }
                 }
             }
         }
-    });
-    rx
+        tokio::time::sleep(cfg.renew_every).await;
+    }
+}
+
+fn set(r: &mut Role, to: Role) -> bool {
+    let changed = *r != to;
+    *r = to;
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn held_by(h: &str, renewed: &str) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(h.into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(at(renewed))),
+            lease_transitions: Some(3),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_live_lease_of_another_replica_is_left_alone() {
+        let l = held_by("a", "2026-01-01T00:00:00Z");
+        assert!(!may_take(&l, "b", at("2026-01-01T00:00:10Z")));
+        assert!(may_take(&l, "a", at("2026-01-01T00:00:10Z")));
+        assert!(may_take(&l, "b", at("2026-01-01T00:00:16Z")));
+    }
+
+    #[test]
+    fn a_released_lease_is_free_at_once() {
+        let l = held_by("a", "2026-01-01T00:00:00Z");
+        let r = released(l, MicroTime(at("2026-01-01T00:00:01Z")));
+        assert_eq!(r.holder_identity, None);
+        assert!(may_take(&r, "b", at("2026-01-01T00:00:01Z")));
+        // client-go's release writes an empty holder: also free.
+        let mut g = held_by("", "2026-01-01T00:00:00Z");
+        assert!(may_take(&g, "b", at("2026-01-01T00:00:01Z")));
+        g.holder_identity = None;
+        assert!(may_take(&g, "b", at("2026-01-01T00:00:01Z")));
+    }
+
+    #[test]
+    fn taking_counts_a_transition_renewing_does_not() {
+        let t = MicroTime(at("2026-01-01T00:00:20Z"));
+        let l = held_by("a", "2026-01-01T00:00:00Z");
+        let renewed = taken(l.clone(), "a", 15, t.clone());
+        assert_eq!(renewed.lease_transitions, Some(3));
+        assert_eq!(renewed.renew_time, Some(t.clone()));
+        let took = taken(l, "b", 15, t.clone());
+        assert_eq!(took.lease_transitions, Some(4));
+        assert_eq!(took.holder_identity.as_deref(), Some("b"));
+        assert_eq!(took.acquire_time, Some(t));
+    }
 }

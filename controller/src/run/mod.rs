@@ -6,6 +6,10 @@
 //! then the configuration is built, every address already in Service status is
 //! restored, and only then are Services allocated. Writes for different Services run
 //! concurrently; writes for one Service stay in order.
+//!
+//! A standby replica (see [`leader`]) runs the same watches and keeps the same caches
+//! but decides and writes nothing; when it becomes leader it starts from its caches
+//! as a fresh process would, without listing again.
 
 pub mod leader;
 pub mod metrics;
@@ -110,6 +114,19 @@ fn ingress_entries(ips: &[IpAddr], mode: IpMode) -> Vec<serde_json::Value> {
 pub enum RunError {
     #[error("a watch stream ended")]
     StreamEnded,
+    #[error("lost the leader lease")]
+    LostLease,
+}
+
+/// `/readyz`: the caches are synced and the replica either leads (and has restored and
+/// started allocating) or is a standby that reaches the API and could take over.
+fn readiness(synced: bool, role: leader::Role, started: bool) -> bool {
+    synced
+        && match role {
+            leader::Role::Leader => started,
+            leader::Role::Standby { healthy } => healthy,
+            leader::Role::Lost => false,
+        }
 }
 
 enum Input {
@@ -157,15 +174,19 @@ struct Loop {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    role: leader::Role,
 }
 
-/// Runs until `shutdown` turns true or a watch ends for good.
+/// Runs until `shutdown` turns true, a watch ends for good or `role` turns
+/// [`Lost`](leader::Role::Lost). Decides and writes only while `role` says
+/// [`Leader`](leader::Role::Leader).
 pub async fn run(
     client: Client,
     opts: Options,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
+    mut role: watch::Receiver<leader::Role>,
 ) -> Result<(), RunError> {
     let ns = opts.namespace.clone();
     let cfgw = watcher::Config::default();
@@ -208,23 +229,45 @@ pub async fn run(
         recorder,
         metrics,
         ready,
+        role: *role.borrow_and_update(),
     };
+    lp.on_role(lp.role);
+    let mut role_open = true;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
+    let result = loop {
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.wait_for(|s| *s) => break Ok(()),
             _ = tick.tick() => lp.on_tick().await,
+            changed = role.changed(), if role_open => match changed {
+                Ok(()) => {
+                    let r = *role.borrow_and_update();
+                    lp.on_role(r);
+                }
+                // The elector is gone: the role stays what it last was.
+                Err(_) => role_open = false,
+            },
             input = inputs.next() => match input {
                 Some(i) => lp.on_input(i),
-                None => return Err(RunError::StreamEnded),
+                None => break Err(RunError::StreamEnded),
             },
         }
-    }
-    // Let writes already decided reach the API before exiting.
+        if lp.role == leader::Role::Lost {
+            break Err(RunError::LostLease);
+        }
+        lp.update_ready();
+    };
+    lp.ready.store(false, Ordering::Relaxed);
     for (_, h) in std::mem::take(&mut lp.inflight) {
-        let _ = h.await;
+        if matches!(result, Err(RunError::LostLease)) {
+            // Another replica may act already: write nothing more.
+            h.abort();
+        } else {
+            // Let writes already decided reach the API before exiting (and before the
+            // caller releases the lease).
+            let _ = h.await;
+        }
     }
-    Ok(())
+    result
 }
 
 impl Loop {
@@ -242,14 +285,41 @@ impl Loop {
             Input::Config(ev) => self.stores.apply_event(ev),
         };
         if !self.started {
-            if self.svc_synced && self.ns_synced && self.stores.synced() {
-                self.start();
-            }
+            self.maybe_start();
             return;
         }
         if config_changed {
             self.reload_config();
         }
+    }
+
+    fn synced(&self) -> bool {
+        self.svc_synced && self.ns_synced && self.stores.synced()
+    }
+
+    fn maybe_start(&mut self) {
+        if !self.started && self.role == leader::Role::Leader && self.synced() {
+            self.start();
+        }
+    }
+
+    fn update_ready(&self) {
+        self.ready.store(
+            readiness(self.synced(), self.role, self.started),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn on_role(&mut self, role: leader::Role) {
+        if role != self.role {
+            info!(?role, "leader election");
+        }
+        self.role = role;
+        self.metrics
+            .is_leader
+            .set(i64::from(role == leader::Role::Leader));
+        self.maybe_start();
+        self.update_ready();
     }
 
     fn start(&mut self) {
@@ -264,7 +334,6 @@ impl Loop {
         for k in keys {
             self.sync(&k);
         }
-        self.ready.store(true, Ordering::Relaxed);
         self.metrics.observe(&self.engine);
     }
 
@@ -739,6 +808,27 @@ async fn write(
         recorder.publish(&ev, &reference).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::leader::Role;
+    use super::readiness;
+
+    #[test]
+    fn a_synced_healthy_standby_is_ready() {
+        assert!(readiness(true, Role::Standby { healthy: true }, false));
+        assert!(!readiness(true, Role::Standby { healthy: false }, false));
+        assert!(!readiness(false, Role::Standby { healthy: true }, false));
+    }
+
+    #[test]
+    fn a_leader_is_ready_once_it_allocates() {
+        assert!(readiness(true, Role::Leader, true));
+        assert!(!readiness(true, Role::Leader, false));
+        assert!(!readiness(false, Role::Leader, false));
+        assert!(!readiness(true, Role::Lost, true));
+    }
 }
 
 #[cfg(test)]
