@@ -17,6 +17,9 @@
 //!   path.
 //! - **Announcement** ([`announce`]): the leader answers ARP/NDP for its addresses and
 //!   sends gratuitous announcements on takeover.
+//! - **NodePort forwarding** ([`nat`], `--nodeport-dnat`): where kube-proxy leaves
+//!   the address alone (`ipMode: Proxy`), the leader rewrites packets for the address's
+//!   ports into packets for its own NodePorts, so kube-proxy carries them to a Pod.
 //! - **Runtime** ([`run`]): the single task that ties the four together, writes
 //!   `nodeAssigned` events and ServiceL2Status objects, exports MetalLB's metrics and,
 //!   on SIGTERM, hands its addresses over before it stops answering.
@@ -24,5 +27,6 @@
 pub mod announce;
 pub mod election;
 pub mod membership;
+pub mod nat;
 pub mod packet;
 pub mod run;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ferrolb_speaker::announce::{Announcer, RawAnnouncer, RawConfig};
 use ferrolb_speaker::membership;
+use ferrolb_speaker::nat::{NatTable, nft::NftTable};
 use ferrolb_speaker::run::{self, logonly::LogAnnouncer, metrics::Metrics};
 use kube::Client;
 use prometheus_client::registry::Registry;
@@ -58,6 +59,15 @@ struct Args {
     /// How addresses are announced.
     #[arg(long, value_enum, default_value = "raw")]
     announcer: AnnouncerKind,
+    /// Forward the ports of the addresses this node leads to its NodePorts with
+    /// nftables (table `inet ferrolb_nat`), for clusters where kube-proxy does not
+    /// handle the LoadBalancer address (`ipMode: Proxy`). Needs the `nft` binary and
+    /// NET_ADMIN.
+    #[arg(long, env = "FERROLB_NODEPORT_DNAT")]
+    nodeport_dnat: bool,
+    /// The `nft` binary used by --nodeport-dnat.
+    #[arg(long, default_value = "nft")]
+    nft: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -91,6 +101,16 @@ async fn serve<A: Announcer + 'static>(args: Args, announcer: A) -> anyhow::Resu
         shutdown_rx.clone(),
     ));
 
+    let nat: Option<Box<dyn NatTable>> = if args.nodeport_dnat {
+        let mut table = NftTable::new(&args.nft);
+        // Fails early (and clears what a crashed run left) when nft cannot run.
+        table
+            .clear()
+            .context("--nodeport-dnat: removing the table left by an earlier run")?;
+        Some(Box::new(table))
+    } else {
+        None
+    };
     let opts = run::Options {
         node_name: args.node_name.clone(),
         namespace: args.namespace.clone(),
@@ -100,7 +120,7 @@ async fn serve<A: Announcer + 'static>(args: Args, announcer: A) -> anyhow::Resu
         lb_class: args.lb_class.clone(),
         membership: membership::Config::default(),
     };
-    let result = run::run(client, opts, announcer, metrics, ready, shutdown_rx)
+    let result = run::run(client, opts, announcer, nat, metrics, ready, shutdown_rx)
         .await
         .map_err(anyhow::Error::from);
     if let Err(e) = &result {

@@ -47,6 +47,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::announce::Announcer;
 use crate::membership::{self, Key};
+use crate::nat::{self, NatTable, worker::NatHandle};
 use driver::{Driver, Transition};
 use ferrolb_k8s::stores::ConfigStores;
 use ferrolb_k8s::watch::{ConfigEvent, config_streams, watch_stream};
@@ -60,6 +61,11 @@ pub const L2_NODE_LABEL: &str = "metallb.io/node";
 pub const L2_SERVICE_NAME_LABEL: &str = "metallb.io/service-name";
 pub const L2_SERVICE_NAMESPACE_LABEL: &str = "metallb.io/service-namespace";
 const FIELD_MANAGER: &str = "ferrolb-speaker";
+/// How long a stopping speaker waits for its NodePort DNAT table to be removed.
+const NAT_STOP_WAIT: Duration = Duration::from_secs(3);
+/// Reason of the Warning event on a led Service whose ports have no nodePort while
+/// `--nodeport-dnat` is on.
+pub const NO_NODE_PORT_REASON: &str = "NoNodePortForDNAT";
 
 /// What the speaker is configured with.
 #[derive(Clone, Debug)]
@@ -167,14 +173,22 @@ struct Loop<A> {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    /// `--nodeport-dnat`: the table of this node's led addresses.
+    nat: Option<NatHandle>,
+    /// Led Services already warned about ports without a nodePort.
+    nat_warned: BTreeSet<ServiceKey>,
+    /// Led addresses already logged as of a family this node has no address of.
+    nat_no_address: BTreeSet<std::net::IpAddr>,
 }
 
 /// Runs until `shutdown` turns true (then hands over gracefully) or a watch ends for
-/// good.
+/// good. With `nat` (`--nodeport-dnat`), the led addresses' ports are forwarded to this
+/// node's NodePorts (see [`crate::nat`]); the table is cleared at start and at the end.
 pub async fn run<A: Announcer + 'static>(
     client: Client,
     opts: Options,
     announcer: A,
+    nat: Option<Box<dyn NatTable>>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
@@ -243,6 +257,9 @@ pub async fn run<A: Announcer + 'static>(
         recorder,
         metrics,
         ready,
+        nat: nat.map(NatHandle::start),
+        nat_warned: BTreeSet::new(),
+        nat_no_address: BTreeSet::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 2048];
@@ -270,7 +287,12 @@ pub async fn run<A: Announcer + 'static>(
             }
             input = inputs.next() => match input {
                 Some(i) => lp.on_input(i).await,
-                None => return Err(RunError::StreamEnded),
+                None => {
+                    if let Some(n) = lp.nat.take() {
+                        n.stop(NAT_STOP_WAIT).await;
+                    }
+                    return Err(RunError::StreamEnded);
+                }
             },
             _ = tick.tick() => lp.on_tick().await,
         }
@@ -362,6 +384,9 @@ impl<A: Announcer + 'static> Loop<A> {
             self.rebuild_world();
             let t = self.driver.api_changed(now);
             self.after(t);
+            // Ports, nodePorts or this node's addresses may have changed without any
+            // change in what it leads.
+            self.sync_nat();
         }
     }
 
@@ -549,7 +574,67 @@ impl<A: Announcer + 'static> Loop<A> {
         self.metrics.takeovers.inc_by(t.takeovers);
         self.refresh_announced();
         self.post_events(&t);
+        self.sync_nat();
         self.sync_l2_status();
+    }
+
+    /// Publishes the NodePort DNAT table for what this node leads now (applied off the
+    /// loop), and warns once per led Service whose ports have no nodePort.
+    fn sync_nat(&mut self) {
+        let Some(handle) = &self.nat else { return };
+        let own = self
+            .nodes
+            .objects
+            .get(&(String::new(), self.opts.node_name.clone()))
+            .map(view::internal_ips)
+            .unwrap_or_default();
+        let mut led = Vec::new();
+        for ip in self.driver.plan().mine.keys() {
+            let Some(e) = self.driver.eligibility().get(ip) else {
+                continue;
+            };
+            for key in &e.services {
+                if let Some(svc) = self
+                    .services
+                    .objects
+                    .get(&(key.namespace.clone(), key.name.clone()))
+                {
+                    led.push((*ip, key, svc));
+                }
+            }
+        }
+        let d = nat::desired(led, &own);
+        handle.set(d.rules);
+        for ip in d.no_node_address.difference(&self.nat_no_address) {
+            warn!(%ip, node = %self.opts.node_name,
+                  "this node has no InternalIP of the address's family: its NodePort DNAT is not installed");
+        }
+        self.nat_no_address = d.no_node_address;
+        for (key, ports) in &d.without_node_port {
+            if self.nat_warned.contains(key) {
+                continue;
+            }
+            let note = no_node_port_note(key, ports, &self.opts.node_name);
+            warn!(service = %key, "{note}");
+            let reference = self.service_reference(key);
+            let recorder = self.recorder.clone();
+            let metrics = self.metrics.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let ev = KEvent {
+                    type_: EventType::Warning,
+                    reason: NO_NODE_PORT_REASON.into(),
+                    note: Some(note),
+                    action: "Forward".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&ev, &reference).await {
+                    metrics.update_errors.inc();
+                    warn!(service = %key, error = %e, "cannot post event");
+                }
+            });
+        }
+        self.nat_warned = d.without_node_port.into_keys().collect();
     }
 
     fn flush_transmits(&mut self) {
@@ -781,6 +866,9 @@ impl<A: Announcer + 'static> Loop<A> {
         self.metrics.announced.clear();
         self.metrics.leading.set(0);
         info!(released = t.lost.len(), "stopped announcing");
+        if let Some(n) = self.nat.take() {
+            n.stop(NAT_STOP_WAIT).await;
+        }
         let keys: Vec<ServiceKey> = self.l2_sent.keys().cloned().collect();
         for key in keys {
             self.l2_sent.remove(&key);
@@ -795,6 +883,16 @@ impl<A: Announcer + 'static> Loop<A> {
             warn!("ServiceL2Status clean-up did not finish in time");
         }
     }
+}
+
+/// The note of the [`NO_NODE_PORT_REASON`] event.
+pub fn no_node_port_note(key: &ServiceKey, ports: &[String], node: &str) -> String {
+    format!(
+        "Service {key} has no nodePort on port(s) {} (spec.allocateLoadBalancerNodePorts is false): \
+         node {node:?} leads its address with --nodeport-dnat and cannot forward traffic for \
+         these ports; set spec.allocateLoadBalancerNodePorts to true (or remove it)",
+        ports.join(", ")
+    )
 }
 
 async fn write_l2_status(

@@ -87,6 +87,19 @@ pub fn node(n: &Node) -> NodeInfo {
     }
 }
 
+/// Every InternalIP of a Node, in the order the API lists them (for the NodePort
+/// DNAT, which needs this node's address of each family).
+pub fn internal_ips(n: &Node) -> Vec<IpAddr> {
+    n.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,239 @@
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::nft::script;
+use super::worker::NatHandle;
+use super::*;
+
+fn svc(ports: serde_json::Value) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": "x", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "ports": ports}
+    }))
+    .unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn entry(i: &str, proto: Proto, port: u16, node_port: u16) -> NatEntry {
+    NatEntry {
+        ip: ip(i),
+        proto,
+        port,
+        node_port,
+    }
+}
+
+#[test]
+fn every_port_with_a_node_port_of_every_led_service_is_forwarded() {
+    let a = ServiceKey::new("default", "a");
+    let b = ServiceKey::new("default", "b");
+    let sa = svc(json!([
+        {"port": 80, "nodePort": 30080},
+        {"port": 53, "protocol": "UDP", "nodePort": 30053},
+        {"port": 9, "protocol": "SCTP", "nodePort": 30009}
+    ]));
+    // Shares the address on another port.
+    let sb = svc(json!([{"port": 443, "protocol": "TCP", "nodePort": 30443}]));
+    let d = desired(
+        [
+            (ip("198.51.100.10"), &a, &sa),
+            (ip("198.51.100.10"), &b, &sb),
+            (ip("2001:db8::10"), &a, &sa),
+        ],
+        &[ip("192.0.2.101"), ip("2001:db8:0:2::101"), ip("192.0.2.99")],
+    );
+    assert_eq!(d.rules.node_v4, Some("192.0.2.101".parse().unwrap()));
+    assert_eq!(d.rules.node_v6, Some("2001:db8:0:2::101".parse().unwrap()));
+    let want: BTreeSet<NatEntry> = [
+        entry("198.51.100.10", Proto::Tcp, 80, 30080),
+        entry("198.51.100.10", Proto::Udp, 53, 30053),
+        entry("198.51.100.10", Proto::Sctp, 9, 30009),
+        entry("198.51.100.10", Proto::Tcp, 443, 30443),
+        entry("2001:db8::10", Proto::Tcp, 80, 30080),
+        entry("2001:db8::10", Proto::Udp, 53, 30053),
+        entry("2001:db8::10", Proto::Sctp, 9, 30009),
+    ]
+    .into();
+    assert_eq!(d.rules.entries, want);
+    assert!(d.without_node_port.is_empty());
+    assert!(d.no_node_address.is_empty());
+}
+
+#[test]
+fn ports_without_node_port_are_reported_not_forwarded() {
+    let a = ServiceKey::new("default", "a");
+    // allocateLoadBalancerNodePorts: false leaves nodePort unset.
+    let sa = svc(json!([{"port": 80}, {"port": 53, "protocol": "UDP"}]));
+    let d = desired([(ip("198.51.100.10"), &a, &sa)], &[ip("192.0.2.101")]);
+    assert!(d.rules.is_empty());
+    assert_eq!(
+        d.without_node_port,
+        [(a.clone(), vec!["80/TCP".to_string(), "53/UDP".to_string()])].into()
+    );
+    // Reported once per Service, even when it has two addresses.
+    let d = desired(
+        [
+            (ip("198.51.100.10"), &a, &sa),
+            (ip("2001:db8::10"), &a, &sa),
+        ],
+        &[ip("192.0.2.101")],
+    );
+    assert_eq!(d.without_node_port[&a].len(), 2);
+}
+
+#[test]
+fn a_family_without_node_address_is_reported() {
+    let a = ServiceKey::new("default", "a");
+    let sa = svc(json!([{"port": 80, "nodePort": 30080}]));
+    let d = desired(
+        [
+            (ip("2001:db8::10"), &a, &sa),
+            (ip("198.51.100.10"), &a, &sa),
+        ],
+        &[ip("192.0.2.101")],
+    );
+    assert_eq!(
+        d.rules.entries,
+        [entry("198.51.100.10", Proto::Tcp, 80, 30080)].into()
+    );
+    assert_eq!(d.no_node_address, [ip("2001:db8::10")].into());
+}
+
+#[test]
+fn a_port_claimed_twice_goes_to_the_first_service_by_name() {
+    let a = ServiceKey::new("default", "a");
+    let b = ServiceKey::new("default", "b");
+    let sa = svc(json!([{"port": 80, "nodePort": 30001}]));
+    let sb = svc(json!([{"port": 80, "nodePort": 30002}]));
+    for order in [[(&b, &sb), (&a, &sa)], [(&a, &sa), (&b, &sb)]] {
+        let d = desired(
+            order.map(|(k, s)| (ip("198.51.100.10"), k, s)),
+            &[ip("192.0.2.101")],
+        );
+        assert_eq!(
+            d.rules.entries,
+            [entry("198.51.100.10", Proto::Tcp, 80, 30001)].into()
+        );
+    }
+}
+
+#[test]
+fn script_replaces_the_table_in_one_go() {
+    let rules = NatRules {
+        node_v4: Some("192.0.2.101".parse().unwrap()),
+        node_v6: Some("2001:db8:0:2::101".parse().unwrap()),
+        entries: [
+            entry("198.51.100.10", Proto::Tcp, 80, 30080),
+            entry("198.51.100.11", Proto::Tcp, 8080, 31000),
+            entry("198.51.100.10", Proto::Udp, 53, 30053),
+            entry("2001:db8::10", Proto::Tcp, 80, 30080),
+        ]
+        .into(),
+    };
+    let want = "add table inet ferrolb_nat
+delete table inet ferrolb_nat
+table inet ferrolb_nat {
+\tmap tcp4 {
+\t\ttype ipv4_addr . inet_service : inet_service
+\t\telements = { 198.51.100.10 . 80 : 30080, 198.51.100.11 . 8080 : 31000 }
+\t}
+\tmap udp4 {
+\t\ttype ipv4_addr . inet_service : inet_service
+\t\telements = { 198.51.100.10 . 53 : 30053 }
+\t}
+\tmap tcp6 {
+\t\ttype ipv6_addr . inet_service : inet_service
+\t\telements = { 2001:db8::10 . 80 : 30080 }
+\t}
+\tchain prerouting {
+\t\ttype filter hook prerouting priority mangle; policy accept;
+\t\ttcp dport set ip daddr . tcp dport map @tcp4 ip daddr set 192.0.2.101
+\t\tudp dport set ip daddr . udp dport map @udp4 ip daddr set 192.0.2.101
+\t\ttcp dport set ip6 daddr . tcp dport map @tcp6 ip6 daddr set 2001:db8:0:2::101
+\t}
+}
+";
+    assert_eq!(script(&rules), want);
+}
+
+#[test]
+fn an_empty_state_is_no_table() {
+    let want = "add table inet ferrolb_nat\ndelete table inet ferrolb_nat\n";
+    assert_eq!(script(&NatRules::default()), want);
+    // Entries of a family without node address render nothing either.
+    let rules = NatRules {
+        node_v4: None,
+        node_v6: None,
+        entries: [entry("198.51.100.10", Proto::Tcp, 80, 30080)].into(),
+    };
+    assert_eq!(script(&rules), want);
+}
+
+fn rules(port: u16) -> NatRules {
+    NatRules {
+        node_v4: Some("192.0.2.101".parse().unwrap()),
+        node_v6: None,
+        entries: [entry("198.51.100.10", Proto::Tcp, port, 30080)].into(),
+    }
+}
+
+/// Waits (bounded) until the worker reports `want` applied.
+async fn wait_applied(h: &NatHandle, want: &NatRules) {
+    let mut rx = h.applied();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|a| a.as_ref() == Some(want)),
+    )
+    .await
+    .expect("applied in time")
+    .expect("worker alive");
+}
+
+#[tokio::test]
+async fn worker_clears_first_applies_the_latest_and_clears_on_stop() {
+    let fake = FakeTable::default();
+    let h = NatHandle::start(Box::new(fake.clone()));
+    wait_applied(&h, &NatRules::default()).await;
+    assert_eq!(fake.calls(), [FakeCall::Clear]);
+    h.set(rules(80));
+    wait_applied(&h, &rules(80)).await;
+    assert_eq!(fake.current(), rules(80));
+    // The same state again changes nothing.
+    h.set(rules(80));
+    h.set(rules(81));
+    wait_applied(&h, &rules(81)).await;
+    assert_eq!(
+        fake.calls(),
+        [
+            FakeCall::Clear,
+            FakeCall::Apply(rules(80)),
+            FakeCall::Apply(rules(81))
+        ]
+    );
+    h.stop(Duration::from_secs(10)).await;
+    assert_eq!(fake.calls().last(), Some(&FakeCall::Clear));
+    assert_eq!(fake.current(), NatRules::default());
+}
+
+#[tokio::test]
+async fn worker_retries_a_failed_apply() {
+    let fake = FakeTable::default();
+    let h = NatHandle::start(Box::new(fake.clone()));
+    wait_applied(&h, &NatRules::default()).await;
+    fake.failing.store(true, Ordering::SeqCst);
+    h.set(rules(80));
+    // Not applied while the kernel refuses...
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(*h.applied().borrow(), Some(NatRules::default()));
+    // ...and applied once it accepts, with no new publication.
+    fake.failing.store(false, Ordering::SeqCst);
+    wait_applied(&h, &rules(80)).await;
+    assert_eq!(fake.current(), rules(80));
+    h.stop(Duration::from_secs(10)).await;
+    assert_eq!(fake.current(), NatRules::default());
+}
