@@ -5,4 +5,5 @@
 //! The `lab` binary drives the same library from the command line
 //! (`integration/lab up|env|exec|node-fail|node-recover|restart|status|down`).
 
+pub mod e2e;
 pub mod lab;
