@@ -11,15 +11,18 @@
 #   install  helm install the chart, then configure a pool from kind's network
 #   client   start the client container "ferrolb-client" on the kind network
 #   smoke    LoadBalancer Service -> address allocated -> HTTP and ARP from the client
-#   suite    cargo test -p ferrolb-integration --test "$FERROLB_E2E_SUITE"
-#            with FERROLB_E2E_KUBECONFIG and FERROLB_E2E_CLIENT set
+#   suite    cargo test -p ferrolb-integration --test "$FERROLB_E2E_SUITE": the
+#            shared e2e scenarios (integration/src/e2e) against the cluster,
+#            with FERROLB_E2E_* set for kind (see step_suite)
 #   logs     dump ferrolb's pods, events and logs (CI calls it on failure)
 #   down     delete the cluster and the client container
 #   all      images cluster install client smoke suite
 #
 # Environment: KIND_CLUSTER (ferrolb), FERROLB_IMAGE_TAG (dev), HELM (helm in
 # PATH), FERROLB_E2E_SUITE (e2e_external; empty: skip the suite step with a
-# message), KUBECONFIG_OUT (target/kind/kubeconfig).
+# message), KUBECONFIG_OUT (target/kind/kubeconfig), FERROLB_E2E_ECHO_IMAGE
+# (the suite's echo image, default agnhost 2.53 in netexec mode: answers
+# /hostname with the pod name).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -58,17 +61,23 @@ step_cluster() {
   done
 }
 
-# An address range at the top of kind's IPv4 subnet, which docker fills from
-# the bottom: 50 addresses that no container has.
+# Address ranges at the top of kind's IPv4 subnet, which docker fills from
+# the bottom: "install" gives the chart's pool (the 50 highest addresses but
+# 5), "suite" the 50 below it, for the e2e scenarios' own pools (which must
+# not overlap any other pool). Refuses a subnet that is not private.
 kind_pool() {
-  local subnet
+  local which="$1" subnet
   subnet="$(docker network inspect kind \
     -f '{{range .IPAM.Config}}{{.Subnet}}{{"\n"}}{{end}}' | grep -v ':' | head -n1)"
   [ -n "$subnet" ] || die "kind's docker network has no IPv4 subnet"
-  python3 - "$subnet" <<'EOF'
+  python3 - "$subnet" "$which" <<'EOF'
 import ipaddress, sys
 net = ipaddress.ip_network(sys.argv[1])
+if not net.is_private or net.num_addresses < 256:
+    sys.exit(f"kind's network {net} is not a private network of 256 addresses or more")
 last = net.broadcast_address - 6
+if sys.argv[2] == "suite":
+    last -= 50
 print(f"{last - 49}-{last}")
 EOF
 }
@@ -76,7 +85,7 @@ EOF
 step_install() {
   need "$helm"; need kubectl
   local pool
-  pool="$(kind_pool)"
+  pool="$(kind_pool install)"
   log "installing the chart into $ns (pool $pool)"
   k create namespace "$ns" --dry-run=client -o yaml | k apply -f -
   k label namespace "$ns" pod-security.kubernetes.io/enforce=privileged --overwrite
@@ -105,7 +114,9 @@ step_client() {
   need docker
   if ! docker inspect "$client" >/dev/null 2>&1; then
     log "starting client container $client on the kind network"
-    docker run -d --name "$client" --network kind --cap-add NET_RAW \
+    # NET_ADMIN: the e2e suite flushes the client's neighbour entries
+    # (ip neigh flush) to make it ask ARP again.
+    docker run -d --name "$client" --network kind --cap-add NET_RAW --cap-add NET_ADMIN \
       docker.io/library/alpine:3.20 sleep infinity >/dev/null
     docker exec "$client" apk add --no-cache curl iputils-arping iproute2 >/dev/null
   fi
@@ -169,18 +180,32 @@ step_suite() {
   fi
   [ -f "$repo/integration/tests/$suite.rs" ] \
     || die "e2e suite integration/tests/$suite.rs does not exist (set FERROLB_E2E_SUITE)"
-  log "e2e suite $suite against kind"
+  need docker; need cargo
+  local pool legacy=config
+  pool="$(kind_pool suite)"
+  # The legacy scenario creates ConfigMap "config" (the chart's default
+  # name) and removes it; with a ConfigMap already there it is skipped.
+  if k -n "$ns" get configmap "$legacy" >/dev/null 2>&1; then legacy=""; fi
+  log "e2e suite $suite against kind (addresses $pool)"
   FERROLB_E2E_KUBECONFIG="$kubeconfig" \
   FERROLB_E2E_CLIENT="docker exec $client" \
-  FERROLB_E2E_NAMESPACE="$ns" \
+  FERROLB_E2E_POOL="$pool" \
+  FERROLB_E2E_NAMESPACE=ferrolb-e2e \
+  FERROLB_E2E_CONFIG_NAMESPACE="$ns" \
+  FERROLB_E2E_LEGACY_CONFIGMAP="$legacy" \
+  FERROLB_E2E_ECHO_IMAGE="${FERROLB_E2E_ECHO_IMAGE:-registry.k8s.io/e2e-test-images/agnhost:2.53}" \
     cargo test --manifest-path "$repo/Cargo.toml" -p ferrolb-integration \
-      --test "$suite" -- --test-threads=1
+      --test "$suite" -- --nocapture --test-threads=1
 }
 
 step_logs() {
   k get nodes -o wide || true
   k -n "$ns" get all,ipaddresspools,l2advertisements,servicel2statuses -o wide || true
   k get events -A --sort-by=.lastTimestamp | tail -n 100 || true
+  # What the e2e scenarios left behind (they remove their namespaces and
+  # pools, also on failure).
+  k get namespaces -l app.kubernetes.io/created-by=ferrolb-e2e || true
+  k -n "$ns" get ipaddresspools,l2advertisements,configmaps -o wide || true
   k -n "$ns" logs deploy/ferrolb-controller --all-containers --tail=300 || true
   k -n "$ns" logs ds/ferrolb-speaker --all-containers --tail=300 --prefix || true
 }
@@ -196,7 +221,7 @@ for s in "${steps[@]}"; do
   case "$s" in
     all) step_images; step_cluster; step_install; step_client; step_smoke; step_suite ;;
     images|cluster|install|client|smoke|suite|logs|down) "step_$s" ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown step '$s' (see --help)" ;;
   esac
 done
