@@ -276,8 +276,19 @@ fn request(lab: &Lab, url: &str) -> Result<String, String> {
 
 /// Waits until the address is announced by a node other than `not`, requests through
 /// it reach a pod, and the announcing node, and only it, has the table forwarding
-/// the address to `np`. Returns that node.
+/// the address to `np`. Returns that node. When `not` is a failed node, its namespace
+/// (unreachable, its speaker killed) is left out of the table check.
 async fn wait_forwarded(lab: &Lab, pods: &BTreeSet<String>, np: u16, not: Option<&str>) -> String {
+    wait_forwarded_skip(lab, pods, np, not, false).await
+}
+
+async fn wait_forwarded_skip(
+    lab: &Lab,
+    pods: &BTreeSet<String>,
+    np: u16,
+    not: Option<&str>,
+    not_failed: bool,
+) -> String {
     let what = format!("address forwarded by its leader (not {not:?})");
     eventually(&what, WAIT, || async {
         let who = announcer(lab).ok_or("nobody answers ARP")?;
@@ -288,7 +299,11 @@ async fn wait_forwarded(lab: &Lab, pods: &BTreeSet<String>, np: u16, not: Option
         if !pods.contains(&body) {
             return Err(format!("answer {body:?} is not a pod name"));
         }
-        let (fwd, any) = tables(lab, np);
+        let (mut fwd, mut any) = tables(lab, np);
+        if not_failed {
+            fwd.retain(|n| Some(n.as_str()) != not);
+            any.retain(|n| Some(n.as_str()) != not);
+        }
         if fwd != [who.clone()] || any != [who.clone()] {
             return Err(format!(
                 "announced by {who}; tables forwarding on {fwd:?}, tables on {any:?}"
@@ -297,7 +312,18 @@ async fn wait_forwarded(lab: &Lab, pods: &BTreeSet<String>, np: u16, not: Option
         Ok(who)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| {
+        for n in lab.topology().nodes() {
+            let log = lab.paths().log(&components::speaker_name(&n.name));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for line in text.lines().filter(|l| {
+                l.contains("NodePort") || l.contains("announcing") || l.contains("WARN")
+            }) {
+                eprintln!("log {}: {line}", n.name);
+            }
+        }
+        panic!("{e}")
+    })
 }
 
 /// The HTTP status of a speaker's /readyz (0: no answer).
@@ -414,7 +440,7 @@ async fn nodeport_dnat_carries_proxy_mode_addresses() {
     // table of its killed speaker; once recovered, its new speaker starts from a clean
     // table (kept only if it leads again).
     lab.node_fail(&leader).expect("node fail");
-    let next = wait_forwarded(&lab, &pods, np, Some(&leader)).await;
+    let next = wait_forwarded_skip(&lab, &pods, np, Some(&leader), true).await;
     eprintln!("after the failure of {leader}: {next}");
     lab.node_recover(&leader).expect("node recover");
     lab.wait_node_ready(&leader, true, Duration::from_secs(120))
@@ -525,13 +551,14 @@ async fn without_nodeport_dnat_proxy_mode_addresses_are_unreachable() {
     .await
     .expect("announced");
     // The NodePort itself works: the pods are there and kube-proxy runs.
-    let body = request(
-        &lab,
-        &format!(
-            "http://{}:{np}/",
-            lab.topology().node(&leader).unwrap().ipv4
-        ),
-    )
+    let url = format!(
+        "http://{}:{np}/",
+        lab.topology().node(&leader).unwrap().ipv4
+    );
+    let body = eventually("the NodePort answers", WAIT, || async {
+        request(&lab, &url)
+    })
+    .await
     .expect("nodeport");
     assert!(pods.contains(&body), "{body:?}");
     for _ in 0..3 {
