@@ -655,6 +655,7 @@ async fn dual_stack_services_get_both_families_and_answer() {
     }
 
     // Traffic from the client host to each family's address reaches an echo pod.
+    let t = Instant::now();
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), APP_NS);
     let pods: BTreeSet<String> =
         eventually("2 echo pods running", Duration::from_secs(120), || async {
@@ -676,11 +677,16 @@ async fn dual_stack_services_get_both_families_and_answer() {
         })
         .await
         .expect("pods");
+    println!(
+        "figure: echo pods running after {:.1} s more",
+        t.elapsed().as_secs_f64()
+    );
     for url in [
         "http://198.51.100.20/",
         "http://[2001:db8:100::21]/",
         "http://[2001:db8:100::20]/",
     ] {
+        let t = Instant::now();
         eventually(
             &format!("{url} answers from the client"),
             Duration::from_secs(60),
@@ -697,5 +703,9 @@ async fn dual_stack_services_get_both_families_and_answer() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "figure: {url} answered after {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     }
 }
