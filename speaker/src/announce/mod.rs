@@ -56,6 +56,27 @@ pub struct AddressCounters {
     pub gratuitous_sent: u64,
 }
 
+/// Frames the announcer's sockets delivered, by what was done with them; for a
+/// metric such as `ferrolb_speaker_frames_total{result}`. Only ARP and
+/// neighbour discovery reach the announcer (BPF), so these are small numbers
+/// on a healthy segment and `malformed` counts garbage or attacks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    /// Requests for a led address, answered.
+    pub answered: u64,
+    /// Another host claiming a led address.
+    pub conflicts: u64,
+    /// Not a valid ARP or NDP frame (truncated, wrong lengths or opcode, bad
+    /// checksum, zero-length option...): dropped.
+    pub malformed: u64,
+    /// About an address this node does not lead on that interface.
+    pub not_led: u64,
+    /// Sent by this node's own interface.
+    pub own: u64,
+    /// Valid, but nothing to answer (replies, gratuitous ARP, our own claims).
+    pub nothing_to_answer: u64,
+}
+
 pub trait Announcer: Send {
     /// Replaces the set of addresses this node leads. Addresses that are new get a
     /// gratuitous burst at once; addresses no longer present stop being answered
@@ -70,6 +91,11 @@ pub trait Announcer: Send {
 
     /// Counters per address (also for addresses no longer led, until restart).
     fn counters(&self) -> BTreeMap<IpAddr, AddressCounters>;
+
+    /// Frames received since start, by outcome (absolute values).
+    fn frame_counts(&self) -> FrameCounts {
+        FrameCounts::default()
+    }
 }
 
 /// Records what it is told; for tests of the speaker's logic.

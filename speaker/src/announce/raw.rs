@@ -41,9 +41,9 @@ use std::time::{Duration, Instant};
 
 use super::burst::{self, BurstConfig};
 use super::iface::{self, Family, IfaceFacts, InterfaceSource, SysfsInterfaces};
-use super::responder::{self, Action, LedEntry, LedTable};
+use super::responder::{self, Action, Ignored, LedEntry, LedTable};
 use super::socket::{L2Socket, PacketSockets, RECV_BUF, SocketFactory};
-use super::{AddressCounters, AnnounceSpec, Announcer, Conflict};
+use super::{AddressCounters, AnnounceSpec, Announcer, Conflict, FrameCounts};
 use crate::packet::{MacAddr, gratuitous_arp, unsolicited_na};
 
 /// Conflicts kept for `take_conflicts` before new ones are only counted.
@@ -129,6 +129,8 @@ struct Shared {
     /// Frames the sockets delivered to user space, for the benchmark that
     /// shows the BPF filter keeping other traffic in the kernel.
     frames: AtomicU64,
+    /// By outcome: answered, conflict, malformed, not led, own, nothing to answer.
+    outcomes: [AtomicU64; 6],
 }
 
 // A poisoned lock only means another thread panicked mid-update of counters
@@ -154,7 +156,17 @@ impl Shared {
     /// sent (see the module docs).
     fn handle(&self, iface: &str, port: &Port, frame: &[u8], reassert_gap: Duration) {
         let led = self.led.read().unwrap_or_else(PoisonError::into_inner);
-        match responder::respond(frame, iface, port.mac, &led) {
+        let action = responder::respond(frame, iface, port.mac, &led);
+        let outcome = match &action {
+            Action::Reply { .. } => 0,
+            Action::Conflict { .. } => 1,
+            Action::Ignore(Ignored::Malformed(_)) => 2,
+            Action::Ignore(Ignored::NotLed) => 3,
+            Action::Ignore(Ignored::OwnFrame) => 4,
+            Action::Ignore(Ignored::NothingToAnswer) => 5,
+        };
+        self.outcomes[outcome].fetch_add(1, Ordering::Relaxed);
+        match action {
             Action::Reply { ip, frame } => {
                 // Counted before sending, so that whoever sees the reply also
                 // sees it counted; taken back if the send fails.
@@ -565,6 +577,18 @@ impl Announcer for RawAnnouncer {
     fn counters(&self) -> BTreeMap<IpAddr, AddressCounters> {
         lock(&self.shared.counters).clone()
     }
+
+    fn frame_counts(&self) -> FrameCounts {
+        let o = |i: usize| self.shared.outcomes[i].load(Ordering::Relaxed);
+        FrameCounts {
+            answered: o(0),
+            conflicts: o(1),
+            malformed: o(2),
+            not_led: o(3),
+            own: o(4),
+            nothing_to_answer: o(5),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -770,6 +794,46 @@ mod tests {
                 gratuitous_sent: 1
             }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_are_counted_by_outcome() {
+        let sockets = FakeSockets::default();
+        let mut a = announcer(&sockets);
+        a.set_leading(lead(&[LB4.into()]));
+        let eth0 = sockets.wire("eth0");
+        let _ = eth0.sent.try_recv();
+        let mut truncated = ARP_REQUEST.to_vec();
+        truncated.truncate(30);
+        let mut bad_op = ARP_REQUEST.to_vec();
+        bad_op[21] = 9;
+        for f in [
+            ARP_REQUEST.to_vec(),
+            truncated,
+            bad_op,
+            arp_request_for(LB4B),
+            gratuitous_arp(LB4, OTHER).encode(),
+            gratuitous_arp(LB4B, OTHER).encode(),
+        ] {
+            eth0.inject.send(f).unwrap();
+        }
+        // The reply to the first frame, and the conflict's re-announcement.
+        let _ = eth0.next_sent();
+        let _ = eth0.next_sent();
+        let want = FrameCounts {
+            answered: 1,
+            conflicts: 1,
+            malformed: 2,
+            not_led: 1,
+            own: 0,
+            nothing_to_answer: 1,
+        };
+        let deadline = std::time::Instant::now() + WAIT;
+        while a.frame_counts() != want && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(a.frame_counts(), want);
+        assert_eq!(a.frames_received(), 6);
     }
 
     #[tokio::test(start_paused = true)]
