@@ -95,9 +95,28 @@ impl std::str::FromStr for IpMode {
     }
 }
 
-/// True when `status.loadBalancer.ingress` already shows exactly `want` with `mode`.
-fn status_is(current: &[IpAddr], modes: &[Option<String>], want: &[IpAddr], mode: IpMode) -> bool {
-    current == want && modes.iter().all(|m| mode.matches(m.as_deref()))
+/// How `status.loadBalancer.ingress` as read differs from `want` written with `mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StatusDiff {
+    Same,
+    /// The addresses are right, some `ipMode` is not.
+    ModeOnly,
+    Addresses,
+}
+
+fn status_diff(
+    current: &[IpAddr],
+    modes: &[Option<String>],
+    want: &[IpAddr],
+    mode: IpMode,
+) -> StatusDiff {
+    if current != want {
+        StatusDiff::Addresses
+    } else if modes.iter().all(|m| mode.matches(m.as_deref())) {
+        StatusDiff::Same
+    } else {
+        StatusDiff::ModeOnly
+    }
 }
 
 /// The `status.loadBalancer.ingress` entries for `ips`.
@@ -175,6 +194,9 @@ struct Loop {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     role: leader::Role,
+    /// Services whose status was rewritten for `ipMode` alone (see `status_needs_write`).
+    mode_rewritten: BTreeSet<ServiceKey>,
+    ip_mode_dropped_warned: bool,
 }
 
 /// Runs until `shutdown` turns true, a watch ends for good or `role` turns
@@ -230,6 +252,8 @@ pub async fn run(
         metrics,
         ready,
         role: *role.borrow_and_update(),
+        mode_rewritten: BTreeSet::new(),
+        ip_mode_dropped_warned: false,
     };
     lp.on_role(lp.role);
     let mut role_open = true;
@@ -435,6 +459,7 @@ impl Loop {
     fn remove_service(&mut self, key: &ServiceKey) {
         let released = self.engine.remove(key);
         self.last_failure.remove(key);
+        self.mode_rewritten.remove(key);
         if !released.is_empty() {
             info!(service = %key, ?released, "service deleted, addresses released");
             self.pools_dirty = true;
@@ -589,12 +614,7 @@ impl Loop {
                 warnings,
             } => {
                 self.last_failure.remove(key);
-                if !status_is(
-                    &known.view.status_ips,
-                    &known.ip_modes,
-                    &ips,
-                    self.opts.ip_mode,
-                ) {
+                if self.status_needs_write(key, &known, &ips) {
                     job.status = Some(ips.clone());
                 }
                 if known.pool_annotation.as_deref() != Some(pool.as_str()) {
@@ -621,14 +641,7 @@ impl Loop {
                 pool,
             } => {
                 use crate::engine::FailReason;
-                if reason != FailReason::NoConfig
-                    && !status_is(
-                        &known.view.status_ips,
-                        &known.ip_modes,
-                        &kept,
-                        self.opts.ip_mode,
-                    )
-                {
+                if reason != FailReason::NoConfig && self.status_needs_write(key, &known, &kept) {
                     job.status = Some(kept.clone());
                     self.pools_dirty = true;
                 }
@@ -680,6 +693,31 @@ impl Loop {
                 }
             }
             self.spawn_write(key, known.uid, job);
+        }
+    }
+
+    /// Whether the status must be written to show `want`. A rewrite for `ipMode` alone
+    /// is made once per Service: an API server that drops the field (Kubernetes before
+    /// 1.30, or the LoadBalancerIPMode gate off) would otherwise be written forever.
+    fn status_needs_write(&mut self, key: &ServiceKey, known: &Known, want: &[IpAddr]) -> bool {
+        match status_diff(
+            &known.view.status_ips,
+            &known.ip_modes,
+            want,
+            self.opts.ip_mode,
+        ) {
+            StatusDiff::Same => false,
+            StatusDiff::Addresses => true,
+            StatusDiff::ModeOnly if self.mode_rewritten.insert(key.clone()) => true,
+            StatusDiff::ModeOnly => {
+                if !self.ip_mode_dropped_warned {
+                    self.ip_mode_dropped_warned = true;
+                    warn!(service = %key, ip_mode = ?self.opts.ip_mode,
+                          "status.loadBalancer.ingress[].ipMode is not kept by the API server \
+                           (before Kubernetes 1.30?); not writing it again");
+                }
+                false
+            }
         }
     }
 
@@ -867,36 +905,152 @@ mod ip_mode_tests {
     #[test]
     fn status_read_back_with_the_server_default_is_current() {
         let a = ips(&["198.51.100.1"]);
+        let d = |m: &[Option<&str>], want: &[IpAddr], mode| {
+            let m: Vec<Option<String>> = m.iter().map(|x| x.map(String::from)).collect();
+            status_diff(&a, &m, want, mode)
+        };
         // VIP mode writes no ipMode; the API server fills in "VIP": no rewrite either way.
-        assert!(status_is(&a, &[None], &a, IpMode::Vip));
-        assert!(status_is(&a, &[Some("VIP".into())], &a, IpMode::Vip));
+        assert_eq!(d(&[None], &a, IpMode::Vip), StatusDiff::Same);
+        assert_eq!(d(&[Some("VIP")], &a, IpMode::Vip), StatusDiff::Same);
         // A status written in Proxy mode is rewritten when the flag goes back to VIP.
-        assert!(!status_is(&a, &[Some("Proxy".into())], &a, IpMode::Vip));
+        assert_eq!(d(&[Some("Proxy")], &a, IpMode::Vip), StatusDiff::ModeOnly);
+        // After a restart with Proxy, existing VIP entries are rewritten (same
+        // addresses, so nothing moves); once they say Proxy, nothing more is written.
+        assert_eq!(d(&[Some("VIP")], &a, IpMode::Proxy), StatusDiff::ModeOnly);
+        assert_eq!(d(&[None], &a, IpMode::Proxy), StatusDiff::ModeOnly);
+        assert_eq!(d(&[Some("Proxy")], &a, IpMode::Proxy), StatusDiff::Same);
+        // Different addresses are always a write, whatever the mode.
+        assert_eq!(
+            d(&[Some("Proxy")], &[], IpMode::Proxy),
+            StatusDiff::Addresses
+        );
+        let b = ips(&["198.51.100.1", "2001:db8::1"]);
+        assert_eq!(
+            d(&[Some("Proxy")], &b, IpMode::Proxy),
+            StatusDiff::Addresses
+        );
+        assert_eq!(status_diff(&[], &[], &[], IpMode::Proxy), StatusDiff::Same);
+    }
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+    use ferrolb_config::load;
+
+    /// A started leader loop with one pool; its API writes go nowhere (a closed local
+    /// port), the test looks at what the loop decided to write.
+    fn started_loop(ip_mode: IpMode) -> Loop {
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let yaml = "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec:\n  addresses: [198.51.100.10-198.51.100.12]\n";
+        let l = load::from_yaml(yaml).unwrap();
+        let mut engine = Engine::new(None);
+        engine.set_config(Config::build(&l.sources).unwrap());
+        let opts = Options {
+            namespace: NS.into(),
+            configmap: "config".into(),
+            lb_class: None,
+            reporter: "ferrolb-controller".into(),
+            instance: "test".into(),
+            ip_mode,
+        };
+        Loop {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "ferrolb-controller".into(),
+                    instance: None,
+                },
+            ),
+            client,
+            opts,
+            engine,
+            stores: ConfigStores::default(),
+            services: BTreeMap::new(),
+            svc_buffer: None,
+            svc_synced: true,
+            ns_synced: true,
+            ns_buffer: None,
+            started: true,
+            last_failure: BTreeMap::new(),
+            last_config_errors: Vec::new(),
+            pool_status_written: BTreeMap::new(),
+            pools_dirty: false,
+            inflight: BTreeMap::new(),
+            metrics: Arc::new(Metrics::default()),
+            ready: Arc::new(AtomicBool::new(false)),
+            role: leader::Role::Leader,
+            mode_rewritten: BTreeSet::new(),
+            ip_mode_dropped_warned: false,
+        }
     }
 
-    #[test]
-    fn proxy_mode_rewrites_entries_without_it_once() {
-        let a = ips(&["198.51.100.1", "2001:db8::1"]);
-        // After a restart with --lb-ip-mode Proxy, existing VIP entries are rewritten
-        // (same addresses, so nothing moves) ...
-        assert!(!status_is(
-            &a,
-            &[Some("VIP".into()), Some("VIP".into())],
-            &a,
-            IpMode::Proxy
-        ));
-        assert!(!status_is(
-            &a,
-            &[Some("Proxy".into()), None],
-            &a,
-            IpMode::Proxy
-        ));
-        // ... and once they say Proxy, nothing more is written.
-        let p = vec![Some("Proxy".to_string()); 2];
-        assert!(status_is(&a, &p, &a, IpMode::Proxy));
-        // Different addresses are always a write, whatever the mode.
-        assert!(!status_is(&a, &p, &a[..1], IpMode::Proxy));
-        assert!(!status_is(&[], &[], &a, IpMode::Proxy));
-        assert!(status_is(&[], &[], &[], IpMode::Proxy));
+    const NS: &str = "metallb-system";
+
+    fn service(ingress: serde_json::Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1",
+                         "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "annotations": {"metallb.io/ip-allocated-from-pool": "p"}},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": ingress}}
+        }))
+        .unwrap()
+    }
+
+    /// Feeds `svc` as a watch event; true if the loop decided to write its status.
+    fn status_written(lp: &mut Loop, svc: Service) -> bool {
+        let key = view::key_of(&svc);
+        let before = Loop::known(&svc);
+        lp.on_service(WEvent::Apply(svc));
+        let after = &lp.services[&key];
+        after.ip_modes != before.ip_modes || after.view.status_ips != before.view.status_ips
+    }
+
+    fn restore(lp: &mut Loop, svc: &Service) {
+        let known = Loop::known(svc);
+        assert!(lp.engine.restore(&[known.view]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn vip_read_back_as_the_server_default_is_not_rewritten() {
+        let mut lp = started_loop(IpMode::Vip);
+        let svc = service(json!([{"ip": "198.51.100.10", "ipMode": "VIP"}]));
+        restore(&mut lp, &svc);
+        assert!(!status_written(&mut lp, svc.clone()));
+        assert!(!status_written(&mut lp, svc));
+        assert_eq!(
+            lp.engine
+                .allocator()
+                .addresses_of(&ServiceKey::new("default", "web")),
+            ["198.51.100.10".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[tokio::test]
+    async fn proxy_mode_rewrites_a_restored_status_once_and_keeps_the_address() {
+        let mut lp = started_loop(IpMode::Proxy);
+        let vip = service(json!([{"ip": "198.51.100.10", "ipMode": "VIP"}]));
+        restore(&mut lp, &vip);
+        // The restart with --lb-ip-mode Proxy: the same address, now with Proxy.
+        assert!(status_written(&mut lp, vip.clone()));
+        let k = &lp.services[&ServiceKey::new("default", "web")];
+        assert_eq!(
+            k.view.status_ips,
+            ["198.51.100.10".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(k.ip_modes, [Some("Proxy".to_string())]);
+        // The API server shows it back: nothing more to write.
+        let proxy = service(json!([{"ip": "198.51.100.10", "ipMode": "Proxy"}]));
+        assert!(!status_written(&mut lp, proxy));
+        // An API server that drops the field (before 1.30): written once, not forever.
+        lp.mode_rewritten.clear();
+        assert!(status_written(&mut lp, vip.clone()));
+        assert!(!status_written(&mut lp, vip.clone()));
+        assert!(!status_written(&mut lp, vip));
+        for (_, h) in std::mem::take(&mut lp.inflight) {
+            h.abort();
+        }
     }
 }
