@@ -443,6 +443,10 @@ async fn nodeport_dnat_carries_proxy_mode_addresses() {
     let next = wait_forwarded_skip(&lab, &pods, np, Some(&leader), true).await;
     eprintln!("after the failure of {leader}: {next}");
     lab.node_recover(&leader).expect("node recover");
+    // A bare lab restarts no speaker on recovery: start it as the operator's DaemonSet
+    // would.
+    lab.restart_speaker(&leader)
+        .expect("start the recovered node's speaker");
     lab.wait_node_ready(&leader, true, Duration::from_secs(120))
         .await
         .expect("recovered node Ready");
