@@ -1,0 +1,365 @@
+//! Speakers at scale on the lab: N LoadBalancer Services (default 1000: half IPv4 from
+//! the lab's two /24 pools, half IPv6 from a /112) all announced in layer 2 by the
+//! speakers of a 4-node dual-stack lab. Prints, per run, the time until every address
+//! has an announcer (the sum of `ferrolb_speaker_leading` over the nodes reaches N,
+//! counted from the first create) and each speaker's peak RSS (VmHWM) and current
+//! RSS, then median and spread (min..max) over runs and nodes. Speakers are restarted
+//! before each run, so each peak belongs to one run. Target: < 20 MiB peak RSS.
+//!
+//! `FERROLB_BENCH_SERVICES` (default 1000), `FERROLB_BENCH_RUNS` (default 3). Uses
+//! `target/release/ferrolb-speaker` and `-controller` when built (`cargo build
+//! --release --bins`), else whatever the lab finds. Needs root and the Go harness.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, components, eventually, process};
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use serde_json::{Value, json};
+
+const NS: &str = "metallb-system";
+const BENCH_NS: &str = "bench";
+const APP: &str = "echo";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name}: median {:.1} {unit}, spread {:.1}..{:.1} {unit} over {} samples",
+        percentile(&v, 0.5),
+        v.first().copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN),
+        v.len()
+    );
+}
+
+/// (VmRSS, VmHWM) in MiB.
+fn rss_mib(pid: i32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn speaker_pid(lab: &Lab, node: &str) -> Option<i32> {
+    process::read_pid_file(lab.paths(), &components::speaker_name(node))
+        .ok()
+        .flatten()
+        .filter(|p| p.is_running())
+        .map(|p| p.pid)
+}
+
+fn metric(lab: &Lab, node: &str, name: &str) -> Option<f64> {
+    let out = lab
+        .exec(
+            node,
+            &[
+                "curl",
+                "-sf",
+                "--max-time",
+                "3",
+                "http://127.0.0.1:7473/metrics",
+            ],
+        )
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn kubectl(lab: &Lab, args: &[&str]) {
+    let ok = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", lab.kubeconfig_path())
+        .status()
+        .expect("kubectl")
+        .success();
+    assert!(ok, "kubectl {args:?}");
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+fn service(i: usize, v4: usize) -> Service {
+    let family = if i < v4 { "IPv4" } else { "IPv6" };
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("s{i:05}"), "namespace": BENCH_NS},
+        "spec": {"type": "LoadBalancer", "ipFamilies": [family], "ipFamilyPolicy": "SingleStack",
+                 "allocateLoadBalancerNodePorts": false,
+                 "selector": {"app": APP}, "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]}
+    }))
+    .expect("service json")
+}
+
+fn release_bin(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release")).join(name);
+    p.is_file().then_some(p)
+}
+
+/// Sum of `ferrolb_speaker_leading` over the nodes (None if a speaker does not answer).
+fn leading_total(lab: &Lab, nodes: &[String]) -> Option<f64> {
+    nodes
+        .iter()
+        .map(|n| metric(lab, n, "ferrolb_speaker_leading"))
+        .sum()
+}
+
+async fn delete_all(lab: &Lab, client: &kube::Client, nodes: &[String]) {
+    let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
+    svcs.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete services");
+    eventually("nothing announced", Duration::from_secs(180), || async {
+        let left = svcs
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        match leading_total(lab, nodes) {
+            Some(0.0) if left == 0 => Ok(()),
+            l => Err(format!("{left} Services left, leading {l:?}")),
+        }
+    })
+    .await
+    .expect("cleanup");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n = env_usize("FERROLB_BENCH_SERVICES", 1000);
+    let runs = env_usize("FERROLB_BENCH_RUNS", 3).max(1);
+    let v4 = (n / 2).min(500);
+    let lab = Lab::up(LabOptions {
+        bare: true,
+        workers: 3,
+        ip_family: IpFamily::DualStack,
+        speaker_bin: release_bin("ferrolb-speaker"),
+        controller_bin: release_bin("ferrolb-controller"),
+        ..LabOptions::default()
+    })
+    .await
+    .expect("lab up");
+    let client = lab.kube_client().await.expect("client");
+    let nodes: Vec<String> = lab.topology().nodes().map(|h| h.name.clone()).collect();
+    println!(
+        "speaker scale on the lab: {n} LoadBalancer Services ({v4} IPv4, {} IPv6), {} nodes, {runs} runs; speaker {:?}",
+        n - v4,
+        nodes.len(),
+        lab.speaker_bin()
+    );
+
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for ns in [NS, BENCH_NS] {
+        apply(
+            &nss,
+            ns,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
+    }
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
+    kubectl(&lab, &["apply", "--server-side", "-f", crds]);
+    kubectl(
+        &lab,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ],
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let mut secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "ferrolb-memberlist", "namespace": NS}
+    }))
+    .unwrap();
+    let key: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    secret.data = Some([("secretkey".to_string(), ByteString(key))].into());
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let ar = |kind| ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", kind));
+    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("IPAddressPool"));
+    apply(
+        &pools,
+        "bench",
+        json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "bench", "namespace": NS},
+            "spec": {"addresses": ["198.51.100.0/24", "203.0.113.0/24", "2001:db8:100::/112"]}
+        }),
+    )
+    .await;
+    let l2: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("L2Advertisement"));
+    apply(
+        &l2,
+        "bench",
+        json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": "bench", "namespace": NS}, "spec": {}
+        }),
+    )
+    .await;
+    // One ready pod is an endpoint of every Service (no endpoint, no announcement).
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), BENCH_NS);
+    apply(
+        &deployments,
+        APP,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": APP, "namespace": BENCH_NS},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": APP}},
+                     "template": {"metadata": {"labels": {"app": APP}},
+                                  "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}}}
+        }),
+    )
+    .await;
+    lab.restart_controller().expect("start controller");
+
+    let mut totals = Vec::new();
+    let mut peaks = Vec::new();
+    let mut currents = Vec::new();
+    let mut per_node: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in 0..runs {
+        // Fresh speakers, so that VmHWM is this run's peak.
+        for node in &nodes {
+            lab.restart_speaker(node).expect("start speaker");
+        }
+        eventually("speakers joined", Duration::from_secs(60), || async {
+            for node in &nodes {
+                let live = metric(&lab, node, "ferrolb_speaker_members_live");
+                if live != Some(nodes.len() as f64) {
+                    return Err(format!("{node}: members {live:?}"));
+                }
+            }
+            Ok(())
+        })
+        .await
+        .expect("membership");
+        let idle: Vec<f64> = nodes
+            .iter()
+            .filter_map(|n| speaker_pid(&lab, n).and_then(rss_mib).map(|r| r.0))
+            .collect();
+
+        let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
+        let start = Instant::now();
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let svcs = svcs.clone();
+                async move {
+                    svcs.create(&PostParams::default(), &service(i, v4))
+                        .await
+                        .unwrap_or_else(|e| panic!("create s{i:05}: {e}"));
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+        let created = start.elapsed();
+        let deadline = start + Duration::from_secs(120 + n as u64 / 5);
+        let total = loop {
+            let led = leading_total(&lab, &nodes);
+            if led == Some(n as f64) {
+                break start.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {}: only {led:?} of {n} addresses announced after {:?}",
+                r + 1,
+                start.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        // Let the ServiceL2Status writes settle before reading memory.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        println!(
+            "  run {}: {n} created in {:.1} s, all announced after {:.1} s",
+            r + 1,
+            created.as_secs_f64(),
+            total.as_secs_f64()
+        );
+        totals.push(total.as_secs_f64());
+        for (i, node) in nodes.iter().enumerate() {
+            let pid = speaker_pid(&lab, node).expect("speaker running");
+            let (rss, hwm) = rss_mib(pid).expect("rss");
+            let leading = metric(&lab, node, "ferrolb_speaker_leading").unwrap_or(f64::NAN);
+            println!(
+                "    {node}: leads {leading:.0}; RSS idle {:.1} MiB, now {rss:.1} MiB, peak (VmHWM) {hwm:.1} MiB",
+                idle.get(i).copied().unwrap_or(f64::NAN)
+            );
+            peaks.push(hwm);
+            currents.push(rss);
+            per_node.entry(node.clone()).or_default().push(hwm);
+        }
+        delete_all(&lab, &client, &nodes).await;
+    }
+    summary("time until all addresses announced", "s", totals);
+    summary(
+        "speaker peak RSS (VmHWM), all nodes and runs",
+        "MiB",
+        peaks.clone(),
+    );
+    summary(
+        "speaker RSS with all announced, all nodes and runs",
+        "MiB",
+        currents,
+    );
+    for (node, v) in per_node {
+        summary(&format!("  {node} peak RSS"), "MiB", v);
+    }
+    let worst = peaks.iter().copied().fold(0.0, f64::max);
+    println!(
+        "target < 20 MiB peak RSS: {} (worst {worst:.1} MiB)",
+        if worst < 20.0 { "met" } else { "NOT met" }
+    );
+    drop(client);
+    lab.down().expect("lab down");
+}
