@@ -40,6 +40,17 @@ impl Transition {
     }
 }
 
+/// What [`Driver::apply_key`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyChange {
+    /// A fresh membership under the key (there was none).
+    Started,
+    /// The key is rolled into the running membership.
+    Rotated,
+    /// No key: the membership and every announcement stopped.
+    Stopped,
+}
+
 /// How long a leaving node keeps answering after it went silent: long enough for the
 /// others to declare it dead and for the runner-up to send its gratuitous burst, so
 /// the address is never unanswered. That is the membership's detection time: the
@@ -145,6 +156,35 @@ impl<A: Announcer> Driver<A> {
             }
         };
         Ok(self.reelect())
+    }
+
+    /// Follows the membership Secret: `None` stops the membership (as
+    /// [`Driver::set_key`]); a key while none is in force starts one; a new key while
+    /// one is in force is rotated in ([`Membership::rotate_key`]): accepted at once,
+    /// signing only after `key_rotation_delay`, the old key accepted for one more
+    /// delay. The membership keeps its view, so no member goes down and no address
+    /// moves while the speakers see the new Secret at different moments (up to the
+    /// delay apart). The caller only calls it when the key bytes changed.
+    pub fn apply_key(
+        &mut self,
+        key: Option<Key>,
+        epoch: u64,
+        now: Instant,
+    ) -> Result<(KeyChange, Transition), MembershipError> {
+        match (key, &mut self.membership) {
+            (Some(k), Some(m)) => {
+                m.rotate_key(k, now);
+                Ok((KeyChange::Rotated, Transition::default()))
+            }
+            (key, _) => {
+                let change = if key.is_some() {
+                    KeyChange::Started
+                } else {
+                    KeyChange::Stopped
+                };
+                self.set_key(key, epoch, now).map(|t| (change, t))
+            }
+        }
     }
 
     fn peer_names(&self) -> Vec<String> {

@@ -2,7 +2,8 @@
 //! the configuration and the membership Secret; runs the membership over UDP on the
 //! node's InternalIP; feeds a [`Driver`] from a single task so that every election sees
 //! one consistent state; and carries out what follows a change in the led set
-//! (`nodeAssigned` events, ServiceL2Status objects, metrics).
+//! (`nodeAssigned` events, ServiceL2Status objects, metrics), and reports other hosts
+//! claiming a led address ([`conflicts`]: log, metric, `DuplicateAnnouncer` events).
 //!
 //! The failover path is datagram or timer -> membership -> election -> `set_leading`,
 //! all inside this task with no API round trip; the API writes are spawned after it.
@@ -16,6 +17,7 @@
 //! error, reports not ready on `/readyz` and announces nothing: without a key anyone on
 //! the network could take part in the election.
 
+pub mod conflicts;
 pub mod driver;
 pub mod logonly;
 pub mod metrics;
@@ -48,7 +50,7 @@ use tracing::{debug, error, info, warn};
 use crate::announce::Announcer;
 use crate::membership::{self, Key};
 use crate::nat::{self, NatTable, worker::NatHandle};
-use driver::{Driver, Transition};
+use driver::{Driver, KeyChange, Transition};
 use ferrolb_k8s::stores::ConfigStores;
 use ferrolb_k8s::watch::{ConfigEvent, config_streams, watch_stream};
 use metrics::{AnnouncedLabel, IpLabel, Metrics};
@@ -179,6 +181,8 @@ struct Loop<A> {
     nat_warned: BTreeSet<ServiceKey>,
     /// Led addresses already logged as of a family this node has no address of.
     nat_no_address: BTreeSet<std::net::IpAddr>,
+    /// Rate limit of the duplicate-announcer events.
+    conflict_events: conflicts::EventLimiter,
 }
 
 /// Runs until `shutdown` turns true (then hands over gracefully) or a watch ends for
@@ -260,6 +264,7 @@ pub async fn run<A: Announcer + 'static>(
         nat: nat.map(NatHandle::start),
         nat_warned: BTreeSet::new(),
         nat_no_address: BTreeSet::new(),
+        conflict_events: conflicts::EventLimiter::default(),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 2048];
@@ -475,7 +480,7 @@ impl<A: Announcer + 'static> Loop<A> {
         self.last_config_errors = errors;
     }
 
-    /// Starts, restarts or stops the membership to follow the Secret.
+    /// Starts, rotates or stops the membership key to follow the Secret.
     fn reload_key(&mut self, now: std::time::Instant) {
         let bytes = self
             .secrets
@@ -500,7 +505,6 @@ impl<A: Announcer + 'static> Loop<A> {
                 None
             }
             Some(Ok(k)) => {
-                info!(secret = %self.opts.memberlist_secret, "membership key loaded");
                 self.key_logged_missing = false;
                 Some(k)
             }
@@ -511,11 +515,27 @@ impl<A: Announcer + 'static> Loop<A> {
             }
         };
         let usable = key.is_some();
-        match self.driver.set_key(key, epoch_now(), now) {
-            Ok(t) => {
+        // A key already in force is rotated, not restarted: the membership keeps its
+        // view, so nobody goes down and no address moves while the speakers see the
+        // new Secret at different moments.
+        match self.driver.apply_key(key, epoch_now(), now) {
+            Ok((change, t)) => {
                 self.key_bytes = if usable { bytes } else { None };
-                if let Some(m) = self.driver.membership() {
-                    self.metrics.observe_membership(m.stats(), true);
+                match change {
+                    KeyChange::Started => {
+                        info!(secret = %self.opts.memberlist_secret, "membership key loaded");
+                        if let Some(m) = self.driver.membership() {
+                            self.metrics.observe_membership(m.stats(), true);
+                        }
+                    }
+                    KeyChange::Rotated => {
+                        let delay = self.opts.membership.key_rotation_delay;
+                        info!(secret = %self.opts.memberlist_secret,
+                              signing_in_s = delay.as_secs(),
+                              old_key_accepted_for_s = (delay * 2).as_secs(),
+                              "membership key changed: rotating (the new key is accepted now)");
+                    }
+                    KeyChange::Stopped => {}
                 }
                 self.after(t);
             }
@@ -819,16 +839,7 @@ impl<A: Announcer + 'static> Loop<A> {
         }
         self.metrics
             .observe_addresses(&self.driver.announcer().counters());
-        for c in self.driver.announcer_mut().take_conflicts() {
-            warn!(ip = %c.ip, interface = %c.interface, other_mac = %c.other_mac,
-                  "another host answers for an address this node announces");
-            self.metrics
-                .conflicts
-                .get_or_create(&IpLabel {
-                    ip: c.ip.to_string(),
-                })
-                .inc();
-        }
+        self.report_conflicts(std::time::Instant::now());
         // Repairs failed writes: objects the watch shows differing from what we want.
         let desired = self.desired_l2();
         for o in self.l2_status.objects.values() {
@@ -849,6 +860,53 @@ impl<A: Announcer + 'static> Loop<A> {
             }
         }
         self.sync_l2_status();
+    }
+
+    /// Duplicate announcers seen since the last tick (see [`conflicts`]): every frame
+    /// counted, one log line per claimant, and a Warning event on the address's
+    /// Services at most once a minute per address. The announcer has already
+    /// re-asserted the address (rate-limited); this only reports.
+    fn report_conflicts(&mut self, now: std::time::Instant) {
+        let claims = conflicts::group(self.driver.announcer_mut().take_conflicts());
+        if claims.is_empty() {
+            return;
+        }
+        for c in &claims {
+            warn!(ip = %c.ip, interface = %c.interface, other_mac = %c.other_mac,
+                  frames = c.frames,
+                  "another host answers for an address this node announces; re-asserting it");
+            self.metrics
+                .conflicts
+                .get_or_create(&IpLabel {
+                    ip: c.ip.to_string(),
+                })
+                .inc_by(c.frames);
+        }
+        let events = conflicts::plan_events(
+            &claims,
+            self.driver.eligibility(),
+            &self.opts.node_name,
+            &mut self.conflict_events,
+            now,
+        );
+        for (key, note) in events {
+            let reference = self.service_reference(&key);
+            let recorder = self.recorder.clone();
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let ev = KEvent {
+                    type_: EventType::Warning,
+                    reason: conflicts::DUPLICATE_ANNOUNCER_REASON.into(),
+                    note: Some(note),
+                    action: conflicts::DUPLICATE_ANNOUNCER_ACTION.into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&ev, &reference).await {
+                    metrics.update_errors.inc();
+                    warn!(service = %key, error = %e, "cannot post event");
+                }
+            });
+        }
     }
 
     /// Graceful stop: silent in the membership, still answering until the runners-up

@@ -435,3 +435,118 @@ fn nodes_in_the_api_become_peers_and_silent_ones_are_dropped() {
         assert_eq!(net.announcers(a), [net.expected_leader(a, &[0, 1, 2])]);
     }
 }
+
+fn old_key() -> Key {
+    Key::new(b"lab-secret-0123456789").unwrap()
+}
+
+fn new_key() -> Key {
+    Key::new(b"the rotated lab secret, 32 bytes").unwrap()
+}
+
+/// (declared dead, bad MAC) summed over the nodes.
+fn deaths_and_bad_macs(net: &Net) -> (u64, u64) {
+    net.nodes.iter().fold((0, 0), |(d, b), n| {
+        let s = n.membership().unwrap().stats();
+        (d + s.declared_dead, b + s.bad_mac)
+    })
+}
+
+fn leaders(net: &Net) -> Vec<Vec<usize>> {
+    ADDRS.iter().map(|a| net.announcers(ip(a))).collect()
+}
+
+#[test]
+fn apply_key_starts_rotates_and_stops() {
+    let mut net = Net::new(false);
+    let now = net.now;
+    let (c, _) = net.nodes[0].apply_key(Some(old_key()), 1, now).unwrap();
+    assert_eq!(c, KeyChange::Started);
+    for d in &mut net.nodes[1..] {
+        d.apply_key(Some(old_key()), 1, now).unwrap();
+    }
+    net.run_for(Duration::from_millis(500));
+    let sent = net.nodes[0].membership().unwrap().stats().sent;
+    assert!(sent > 0);
+    let now = net.now;
+    let (c, t) = net.nodes[0].apply_key(Some(new_key()), 2, now).unwrap();
+    assert_eq!(c, KeyChange::Rotated);
+    assert!(t.is_empty());
+    // The same membership goes on (its counters were not reset).
+    assert!(net.nodes[0].membership().unwrap().stats().sent >= sent);
+    let led = net.nodes[0].announcer().leading.len();
+    let (c, t) = net.nodes[0].apply_key(None, 3, now).unwrap();
+    assert_eq!(c, KeyChange::Stopped);
+    assert_eq!(t.lost.len(), led);
+    assert!(net.nodes[0].membership().is_none());
+    assert!(net.nodes[0].announcer().leading.is_empty());
+}
+
+/// The Secret's key changes; the speakers see it 3 s apart (watch delays, a slow API
+/// server). With rotation nobody is declared dead, no datagram is refused and no
+/// address moves, through the switch to the new key and the old key's retirement.
+#[test]
+fn a_key_rotation_seen_seconds_apart_moves_nothing() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_secs(1));
+    let before = leaders(&net);
+    for (a, l) in ADDRS.iter().zip(&before) {
+        assert_eq!(*l, [net.expected_leader(ip(a), &[0, 1, 2])], "{a}");
+    }
+    let counts = deaths_and_bad_macs(&net);
+    net.log.clear();
+    let skew = Duration::from_secs(3);
+    for i in 0..net.nodes.len() {
+        let now = net.now;
+        let (c, t) = net.nodes[i].apply_key(Some(new_key()), 2, now).unwrap();
+        assert_eq!(c, KeyChange::Rotated);
+        assert!(t.is_empty());
+        for _ in 0..skew.as_millis() {
+            net.step();
+            assert_eq!(leaders(&net), before, "moved at {:?}", net.now - net.start);
+        }
+    }
+    // Past the switch (30 s after each node saw it) and the old key's retirement
+    // (30 s more), checked every 10 ms.
+    let delay = membership::Config::default().key_rotation_delay;
+    let end = net.now + delay * 2 + Duration::from_secs(2);
+    while net.now < end {
+        net.run_for(Duration::from_millis(10));
+        assert_eq!(leaders(&net), before, "moved at {:?}", net.now - net.start);
+    }
+    assert!(net.log.is_empty(), "transitions: {:?}", net.log);
+    assert_eq!(deaths_and_bad_macs(&net), counts);
+    for d in &net.nodes {
+        assert_eq!(d.membership().unwrap().live_members().count(), 3);
+    }
+    // The rotation did happen: a speaker restarted with the old key is refused now.
+    let now = net.now;
+    net.nodes[2].set_key(Some(old_key()), 5, now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(
+        deaths_and_bad_macs(&net).1 > counts.1,
+        "the old key is still accepted"
+    );
+}
+
+/// The contrast: restarting the membership with the new key (what a key change did
+/// before rotation) on speakers that see the Secret 3 s apart splits the cluster for a
+/// while, and addresses move.
+#[test]
+fn a_key_restart_seen_seconds_apart_moves_addresses() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_secs(1));
+    let before = leaders(&net);
+    net.log.clear();
+    let mut moved = false;
+    for i in 0..net.nodes.len() {
+        let now = net.now;
+        net.nodes[i].set_key(Some(new_key()), 2, now).unwrap();
+        for _ in 0..3000 {
+            net.step();
+            moved |= leaders(&net) != before;
+        }
+    }
+    assert!(moved, "no address moved; transitions {:?}", net.log);
+    assert!(deaths_and_bad_macs(&net).1 > 0);
+}
