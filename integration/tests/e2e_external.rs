@@ -64,7 +64,16 @@ async fn shared_scenarios() {
         env::KUBECONFIG
     );
     let provider = LabProvider::up().await.expect("lab provider");
-    let results = run_all(provider.cluster()).await;
+    let mut results = run_all(provider.cluster()).await;
+    // Once more through the generic client host, as kind drives it (a
+    // command prefix), so that its command lines run here too.
+    let generic = provider.generic_host_cluster();
+    eprintln!("e2e: scenario l2 on {}: start", generic.name);
+    let r = scenarios::run(&generic, "l2")
+        .await
+        .map_err(|e| format!("{e:#}"));
+    eprintln!("e2e: scenario l2 (generic client host): {r:?}");
+    results.push(("l2 (generic client host)", r));
     let lab_provider_checks = results
         .iter()
         .all(|(_, r)| !matches!(r, Ok(Outcome::Skipped(_))));

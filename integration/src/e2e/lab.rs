@@ -20,7 +20,7 @@ use kube::api::Api;
 use serde_json::json;
 
 use super::host::{ClientHost, generic_neighbour_mac, run_bounded};
-use super::{AddressRange, Cluster, Settings, apply, env};
+use super::{AddressRange, Cluster, CommandHost, Settings, apply, env};
 use crate::lab::{Lab, LabOptions, topology};
 
 /// ferrolb's namespace on the lab (the controller's and speakers' default).
@@ -117,6 +117,20 @@ impl LabProvider {
     /// The cluster the scenarios run on.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    /// The same cluster seen through the generic [`CommandHost`] (the
+    /// client host kind uses, with `docker exec ...` as its prefix), here
+    /// with the prefix `ip netns exec <client namespace>`: so that the lab
+    /// also runs the command lines and parsing of the generic provider
+    /// without the lab's cross-check.
+    pub fn generic_host_cluster(&self) -> Cluster {
+        let netns = self.lab.topology().client().netns();
+        Cluster {
+            name: format!("{} through `ip netns exec {netns}`", self.cluster.name),
+            host: Arc::new(CommandHost::new(&format!("ip netns exec {netns}"))),
+            ..self.cluster.clone()
+        }
     }
 
     /// The lab.

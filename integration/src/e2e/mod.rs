@@ -44,6 +44,9 @@ pub use host::{ClientHost, CommandHost};
 pub const FIELD_MANAGER: &str = "ferrolb-e2e";
 /// Label on the namespaces the scenarios create.
 pub const CREATED_BY: &str = "app.kubernetes.io/created-by";
+/// The annotation in which the controller names the pool of a Service's
+/// address.
+pub const POOL_ANNOTATION: &str = "metallb.io/ip-allocated-from-pool";
 /// Addresses each scenario gets from [`Settings::pool`].
 pub const ADDRESSES_PER_SCENARIO: u128 = 4;
 
@@ -696,6 +699,35 @@ impl Scope {
                 let s = api.get(name).await.map_err(|e| e.to_string())?;
                 if ingress_ips(&s).is_empty() {
                     Err("no ingress yet".to_owned())
+                } else {
+                    Ok(s)
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until Service `name` has an address and the annotation
+    /// `metallb.io/ip-allocated-from-pool` names `pool` (the controller
+    /// writes the status and the annotation in two requests), and returns
+    /// the Service.
+    pub async fn wait_allocated_from(&self, name: &str, pool: &str) -> Result<Service> {
+        let api: Api<Service> = Api::namespaced(self.kube(), &self.ns);
+        eventually(
+            &format!("an address from pool {pool} for Service {}/{name}", self.ns),
+            self.settings().wait,
+            || async {
+                let s = api.get(name).await.map_err(|e| e.to_string())?;
+                let from = s
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(POOL_ANNOTATION));
+                if ingress_ips(&s).is_empty() || from.map(String::as_str) != Some(pool) {
+                    Err(format!(
+                        "ingress {:?}, {POOL_ANNOTATION} {from:?}",
+                        ingress_ips(&s)
+                    ))
                 } else {
                     Ok(s)
                 }
