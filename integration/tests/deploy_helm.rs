@@ -226,6 +226,7 @@ fn chart_lints_and_renders_with_every_value_set() {
         "config-inline",
         "crd-objects",
         "lb-class",
+        "ip-mode-proxy",
         "monitors",
     ];
     helm.ok(&["lint", "--strict", &c]);
@@ -280,6 +281,7 @@ fn chart_lints_and_renders_with_every_value_set() {
         "- --metrics-addr=0.0.0.0:7472",
         "- --leader-elect=true",
         "- --lease-name=ferrolb-controller",
+        "- --lb-ip-mode=VIP",
         "- --log-json",
         "fieldPath: metadata.name",
         "runAsNonRoot: true",
@@ -373,6 +375,26 @@ fn chart_lints_and_renders_with_every_value_set() {
             "{name} without --lb-class"
         );
     }
+
+    // ipMode Proxy reaches the controller, NodePort DNAT the speakers; by
+    // default the speakers leave nftables alone.
+    let objs = helm.template(&[]);
+    assert!(
+        !find(&objs, "DaemonSet", "ferrolb-speaker")
+            .text
+            .contains("--nodeport-dnat")
+    );
+    let objs = helm.template(&["-f", &ci_values("ip-mode-proxy")]);
+    assert!(
+        find(&objs, "Deployment", "ferrolb-controller")
+            .text
+            .contains("- --lb-ip-mode=Proxy")
+    );
+    assert!(
+        find(&objs, "DaemonSet", "ferrolb-speaker")
+            .text
+            .contains("- --nodeport-dnat")
+    );
 
     // Monitors: a ServiceMonitor (with its Service) and a PodMonitor per
     // component.
