@@ -660,13 +660,20 @@ func listenPlan(pod *corev1.Pod) map[string][]string {
 }
 
 // shortID is a pod's short id for netns and veth names: 8 hex chars of the
-// UID keep "vp<id>" within the 15-char interface name limit.
+// UID keep vethName within the 15-char interface name limit.
 func shortID(uid types.UID) string {
 	s := strings.ReplaceAll(string(uid), "-", "")
 	if len(s) > 8 {
 		s = s[:8]
 	}
 	return s
+}
+
+// vethName is the node-side name of a pod's veth. The "veth" prefix is what
+// CNIs use and what MetalLB-style speakers skip: a pod's link is never an
+// interface to announce LoadBalancer addresses on.
+func vethName(short string) string {
+	return "veth" + short
 }
 
 // assignIPs picks the pod's addresses: the reserved ones of rec if still
@@ -720,7 +727,7 @@ func (a *nodeAgent) startPod(pod *corev1.Pod, rt *podRuntime) (*podRuntime, erro
 		}
 	} else {
 		rt.rec.Netns = a.netnsName + "-p" + short
-		rt.rec.Veth = "vp" + short
+		rt.rec.Veth = vethName(short)
 		if err := a.assignIPs(&rt.rec); err != nil {
 			a.mu.Unlock()
 			return rt, err

@@ -4,7 +4,7 @@ package main
 // is the same command a person would type to debug it.
 //
 // Layout (routed, no bridge): each pod gets a netns "<node-netns>-p<short>"
-// and a veth pair: "vp<short>" stays in the node netns, "eth0" goes into the
+// and a veth pair: "veth<short>" stays in the node netns, "eth0" goes into the
 // pod. The pod address is a /32 (/128) on eth0; the pod's default route goes
 // via the first address of the node's pod CIDR, which is never assigned to
 // anything: a permanent neighbour entry maps it to the MAC of vp<short>, so

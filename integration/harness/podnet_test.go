@@ -112,7 +112,7 @@ func TestListenPlanAndShortID(t *testing.T) {
 	if s := shortID(pod.UID); s != "1a2b3c4d" {
 		t.Errorf("shortID %s", s)
 	}
-	if n := len("vp" + shortID(pod.UID)); n > 15 {
+	if n := len(vethName(shortID(pod.UID))); n > 15 {
 		t.Errorf("veth name too long: %d", n)
 	}
 }
