@@ -12,7 +12,9 @@
 //! runner-up), and when one joins only the addresses it now wins move. The
 //! hash is SHA-256, not `DefaultHasher`, because speakers of different builds
 //! must agree during a rolling upgrade; the domain string versions the scheme.
-//! Services sharing an IP elect per IP, so one node announces it.
+//! Callers elect per group of addresses, on the group's lowest address (see
+//! `run::state`): a Service's addresses and those of Services sharing one have one
+//! leader, and a shared IP has one announcer.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -737,15 +737,26 @@ impl<A: Announcer + 'static> Loop<A> {
     }
 
     /// What this node's ServiceL2Status objects should say: one per Service of every
-    /// address it leads.
+    /// address it leads, for the Services whose status it owns ([`state::Plan::status_owner`]:
+    /// a Service's addresses have one leader unless no node may announce them all, and
+    /// even then exactly one node writes its object).
     fn desired_l2(&self) -> BTreeMap<ServiceKey, MetalLBServiceL2Status> {
         let mut out: BTreeMap<ServiceKey, MetalLBServiceL2Status> = BTreeMap::new();
-        for ip in self.driver.plan().mine.keys() {
+        let plan = self.driver.plan();
+        let world = self.driver.world();
+        for ip in plan.mine.keys() {
             let Some(e) = self.driver.eligibility().get(ip) else {
                 continue;
             };
             let ifaces = self.driver.announcer().interfaces_of(*ip);
             for key in &e.services {
+                let owner = world
+                    .services
+                    .get(key)
+                    .and_then(|s| plan.status_owner(&s.ips));
+                if owner != Some(self.opts.node_name.as_str()) {
+                    continue;
+                }
                 let st = out
                     .entry(key.clone())
                     .or_insert_with(|| MetalLBServiceL2Status {

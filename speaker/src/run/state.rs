@@ -25,6 +25,25 @@
 //!   the address reachable whenever at least one of its Services can serve; MetalLB's
 //!   sharing rules already require sharing Services to agree on their endpoints when
 //!   their traffic policy is Local.
+//! - **One leader per Service, not per address** (MetalLB elects once per Service, on
+//!   its first address, so a dual-stack Service is announced by one node, and its one
+//!   ServiceL2Status names that node). Addresses are elected in *groups*: the
+//!   connected components of "Service uses address" (a dual-stack Service's two
+//!   addresses are one group; Services sharing an address join its group, and MetalLB
+//!   requires sharing Services to hold the same set of addresses, so a group is normally
+//!   one Service or one set of sharing Services). A group is elected on its **lowest
+//!   address** (`IpAddr` order, so IPv4 before IPv6): the rendezvous weight is taken on
+//!   that address whatever Service lists it first, so every node, whatever order it saw
+//!   the objects in, elects the same node. A single-address group is elected on its
+//!   own address, exactly as before groups existed.
+//! - In a group, the leader is the highest-weight live node eligible for **every**
+//!   address of the group that has a live eligible node at all (an address nobody may
+//!   announce, say one in a BGP-only pool, does not hold the others back). Only when no
+//!   node is eligible for all of them (addresses from pools advertised to disjoint
+//!   nodes) is each address given its own leader, still ranked on the group's address,
+//!   since nothing else can announce it. The ServiceL2Status of a Service is then
+//!   written by the leader of the Service's lowest led address alone
+//!   ([`Plan::status_owner`]), so two nodes never write the same object.
 //! - The interfaces come from the L2Advertisements matching the leader for the pool:
 //!   their union, or every interface if one of them names none.
 
@@ -128,6 +147,10 @@ pub struct Eligibility {
     pub nodes: BTreeMap<String, Option<BTreeSet<String>>>,
     /// Set when `nodes` is empty.
     pub reason: Option<Unannounced>,
+    /// The address this one's group is elected on: the lowest address of the Services
+    /// linked to it by shared addresses (see the module rules). `None` (only in values
+    /// built by hand) means the address itself.
+    pub elect_on: Option<IpAddr>,
 }
 
 impl World {
@@ -142,7 +165,45 @@ impl World {
         for (ip, e) in &mut by_ip {
             self.fill(*ip, e);
         }
+        for (key, members) in self.groups(&by_ip) {
+            for ip in members {
+                if let Some(e) = by_ip.get_mut(&ip) {
+                    e.elect_on = Some(key);
+                }
+            }
+        }
         by_ip
+    }
+
+    /// The election groups: connected components of the graph of Services and the
+    /// addresses in their status, keyed by their lowest address.
+    fn groups(&self, by_ip: &BTreeMap<IpAddr, Eligibility>) -> BTreeMap<IpAddr, Vec<IpAddr>> {
+        let mut out = BTreeMap::new();
+        let mut seen: BTreeSet<IpAddr> = BTreeSet::new();
+        for start in by_ip.keys() {
+            if !seen.insert(*start) {
+                continue;
+            }
+            let mut members = vec![*start];
+            let mut todo = vec![*start];
+            while let Some(ip) = todo.pop() {
+                let services = by_ip.get(&ip).map(|e| &e.services).into_iter().flatten();
+                for other in services
+                    .filter_map(|k| self.services.get(k))
+                    .flat_map(|s| s.ips.iter())
+                {
+                    if seen.insert(*other) {
+                        members.push(*other);
+                        todo.push(*other);
+                    }
+                }
+            }
+            // `start` is already the lowest (addresses are walked in order and a
+            // component is seen whole), but the minimum does not rely on that.
+            let key = members.iter().min().copied().unwrap_or(*start);
+            out.insert(key, members);
+        }
+        out
     }
 
     fn fill(&self, ip: IpAddr, e: &mut Eligibility) {
@@ -236,31 +297,72 @@ pub struct Plan {
     pub mine: BTreeMap<IpAddr, AnnounceSpec>,
 }
 
-/// Elects a leader per address among its eligible, live nodes.
+impl Plan {
+    /// The node that writes the ServiceL2Status of a Service with addresses `ips`: the
+    /// leader of its lowest address that has one. With one leader per group (the rule
+    /// whenever some node may announce all of them) that is the Service's only leader;
+    /// in a split group it is still exactly one node.
+    pub fn status_owner(&self, ips: &[IpAddr]) -> Option<&str> {
+        ips.iter()
+            .filter_map(|ip| self.leaders.get(ip).map(|l| (ip, l)))
+            .min()
+            .map(|(_, l)| l.as_str())
+    }
+}
+
+/// Elects one leader per group of addresses (see the module rules) among its
+/// eligible, live nodes.
 pub fn plan(me: &str, eligibility: &BTreeMap<IpAddr, Eligibility>, live: Liveness<'_>) -> Plan {
     let Liveness::Live(live) = live else {
         return Plan::default();
     };
-    let mut out = Plan::default();
+    let mut groups: BTreeMap<IpAddr, Vec<(IpAddr, &Eligibility)>> = BTreeMap::new();
     for (ip, e) in eligibility {
-        let candidates = e
-            .nodes
-            .keys()
-            .filter(|n| live.contains(n.as_str()))
-            .map(String::as_str);
-        let Some(leader) = election::leader(*ip, candidates) else {
+        groups
+            .entry(e.elect_on.unwrap_or(*ip))
+            .or_default()
+            .push((*ip, e));
+    }
+    let mut out = Plan::default();
+    for (key, members) in groups {
+        // Per address, its live eligible nodes; addresses without any are left out.
+        let candidates: Vec<(IpAddr, &Eligibility, Vec<&str>)> = members
+            .into_iter()
+            .map(|(ip, e)| {
+                let c: Vec<&str> = e
+                    .nodes
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|n| live.contains(*n))
+                    .collect();
+                (ip, e, c)
+            })
+            .filter(|(_, _, c)| !c.is_empty())
+            .collect();
+        let Some((_, _, first)) = candidates.first() else {
             continue;
         };
-        if leader == me {
-            out.mine.insert(
-                *ip,
-                AnnounceSpec {
-                    interfaces: e.nodes.get(me).cloned().flatten(),
-                    services: e.services.iter().map(ToString::to_string).collect(),
-                },
-            );
+        let common = first
+            .iter()
+            .copied()
+            .filter(|n| candidates.iter().all(|(_, _, c)| c.contains(n)));
+        let shared = election::leader(key, common);
+        for (ip, e, c) in &candidates {
+            // Split only when no node may announce every address of the group.
+            let Some(leader) = shared.or_else(|| election::leader(key, c.iter().copied())) else {
+                continue;
+            };
+            if leader == me {
+                out.mine.insert(
+                    *ip,
+                    AnnounceSpec {
+                        interfaces: e.nodes.get(me).cloned().flatten(),
+                        services: e.services.iter().map(ToString::to_string).collect(),
+                    },
+                );
+            }
+            out.leaders.insert(*ip, leader.to_string());
         }
-        out.leaders.insert(*ip, leader.to_string());
     }
     out
 }

@@ -25,7 +25,7 @@ fn world() -> World {
         "apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
 metadata: {name: first, namespace: metallb-system}
-spec: {addresses: [198.51.100.10-198.51.100.12]}
+spec: {addresses: [198.51.100.10-198.51.100.13, 2001:db8:100::10-2001:db8:100::12]}
 ---
 apiVersion: metallb.io/v1beta1
 kind: L2Advertisement
@@ -47,24 +47,27 @@ metadata: {name: l2, namespace: metallb-system}
             },
         );
     }
-    let key = ServiceKey::new("default", "echo");
-    w.services.insert(
-        key.clone(),
-        ServiceInfo {
-            ips: ADDRS.iter().map(|a| ip(a)).collect(),
-            local: false,
-        },
-    );
-    w.slices.insert(
-        key,
-        BTreeMap::from([(
-            "s".to_string(),
-            SliceReadiness {
-                any_ready: true,
-                ready_nodes: BTreeSet::from(["n1".to_string()]),
+    // One Service per address, so that the addresses are elected separately.
+    for (i, a) in ADDRS.iter().enumerate() {
+        let key = ServiceKey::new("default", format!("echo-{i}"));
+        w.services.insert(
+            key.clone(),
+            ServiceInfo {
+                ips: vec![ip(a)],
+                local: false,
             },
-        )]),
-    );
+        );
+        w.slices.insert(
+            key,
+            BTreeMap::from([(
+                "s".to_string(),
+                SliceReadiness {
+                    any_ready: true,
+                    ready_nodes: BTreeSet::from(["n1".to_string()]),
+                },
+            )]),
+        );
+    }
     w
 }
 
@@ -549,4 +552,72 @@ fn a_key_restart_seen_seconds_apart_moves_addresses() {
     }
     assert!(moved, "no address moved; transitions {:?}", net.log);
     assert!(deaths_and_bad_macs(&net).1 > 0);
+}
+
+/// Adds a dual-stack Service (one IPv4, one IPv6 address) to every node's view.
+fn add_dual_stack(net: &mut Net) -> (IpAddr, IpAddr) {
+    let (v4, v6) = (ip("198.51.100.13"), ip("2001:db8:100::10"));
+    let now = net.now;
+    for d in &mut net.nodes {
+        let key = ServiceKey::new("default", "dual");
+        // The IPv6 address listed first: the election must not depend on the order.
+        d.world_mut().services.insert(
+            key.clone(),
+            ServiceInfo {
+                ips: vec![v6, v4],
+                local: false,
+            },
+        );
+        d.world_mut().slices.insert(
+            key,
+            BTreeMap::from([(
+                "s".to_string(),
+                SliceReadiness {
+                    any_ready: true,
+                    ready_nodes: BTreeSet::from(["n2".to_string()]),
+                },
+            )]),
+        );
+        d.api_changed(now);
+    }
+    (v4, v6)
+}
+
+#[test]
+fn a_dual_stack_service_has_one_leader_and_fails_over_whole() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_secs(1));
+    let (v4, v6) = add_dual_stack(&mut net);
+    net.run_for(Duration::from_millis(100));
+    // Elected on the Service's lowest address (the IPv4 one).
+    let leader = net.expected_leader(v4, &[0, 1, 2]);
+    assert_eq!(net.announcers(v4), [leader]);
+    assert_eq!(net.announcers(v6), [leader]);
+    for d in &net.nodes {
+        assert_eq!(d.plan().leaders[&v4], d.plan().leaders[&v6]);
+    }
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let next = net.expected_leader(v4, &others);
+    // Elected per address, the IPv6 address would go elsewhere (before or after the
+    // crash): without that this test could not tell the two rules apart.
+    assert!(
+        net.expected_leader(v6, &[0, 1, 2]) != leader || net.expected_leader(v6, &others) != next
+    );
+    net.crashed.insert(leader);
+    let mut split = Vec::new();
+    net.until(Duration::from_secs(3), |n| {
+        for i in (0..3).filter(|i| !n.crashed.contains(i)) {
+            let l = &n.nodes[i].announcer().leading;
+            if l.contains_key(&v4) != l.contains_key(&v6) {
+                split.push((i, n.now));
+            }
+        }
+        n.announcers(v4) == [next]
+    })
+    .expect("the runner-up takes over");
+    assert!(
+        split.is_empty(),
+        "a node announced one family only: {split:?}"
+    );
+    assert_eq!(net.announcers(v6), [next]);
 }

@@ -307,8 +307,20 @@ fn shared_address_uses_the_union_and_gets_one_leader() {
 fn leader_is_the_rendezvous_winner_among_eligible_live_nodes() {
     let mut w = world();
     // Several addresses, so both the leader and the runner-up are exercised.
+    // One Service each, so that each address is its own group.
     let addrs = ["198.51.100.10", "198.51.100.11", "198.51.100.12"];
-    w.services.get_mut(&svc("echo")).unwrap().ips = addrs.iter().map(|a| ip(a)).collect();
+    for (i, a) in addrs.iter().enumerate() {
+        let name = format!("echo-{i}");
+        w.services.insert(
+            svc(&name),
+            ServiceInfo {
+                ips: vec![ip(a)],
+                local: false,
+            },
+        );
+        w.slices.insert(svc(&name), ready_on(&["n1"]));
+    }
+    w.services.remove(&svc("echo"));
     let el = w.eligibility();
     let all: BTreeSet<String> = ["n1", "n2", "n3"].map(String::from).into();
     let p = plan("n1", &el, Liveness::Live(&all));
@@ -377,4 +389,198 @@ spec: {interfaces: [eth1]}
     let spec = &plan(&leader, &el, Liveness::Live(&all)).mine[&ip(IP)];
     assert_eq!(spec.interfaces, Some(BTreeSet::from(["eth1".to_string()])));
     assert_eq!(spec.services, BTreeSet::from(["default/echo".to_string()]));
+}
+
+/// A pool of both families; `extra` adds documents (L2Advertisements).
+fn dual_config(extra: &str) -> Config {
+    config(&format!(
+        "apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {{name: v4, namespace: metallb-system}}
+spec: {{addresses: [198.51.100.10-198.51.100.12]}}
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {{name: v6, namespace: metallb-system}}
+spec: {{addresses: ['2001:db8:100::10-2001:db8:100::12']}}
+---
+{extra}"
+    ))
+}
+
+const ALL_L2: &str = "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2, namespace: metallb-system}\n";
+
+/// Five usable nodes and `services` (name, addresses), all with a ready endpoint.
+fn dual_world(cfg: Config, services: &[(&str, &[&str])]) -> World {
+    let mut w = World {
+        config: Some(cfg),
+        ..Default::default()
+    };
+    for n in NODES5 {
+        w.nodes.insert(n.into(), node());
+    }
+    for (name, ips) in services {
+        w.services.insert(
+            svc(name),
+            ServiceInfo {
+                ips: ips.iter().map(|a| ip(a)).collect(),
+                local: false,
+            },
+        );
+        w.slices.insert(svc(name), ready_on(&["n1"]));
+    }
+    w
+}
+
+const NODES5: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
+
+/// Every subset of the five nodes with at least one member, as live sets.
+fn live_sets() -> Vec<BTreeSet<String>> {
+    (1u32..32)
+        .map(|m| {
+            NODES5
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| m & (1 << i) != 0)
+                .map(|(_, n)| n.to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_dual_stack_service_has_one_leader_elected_on_its_lowest_address() {
+    let (v4, v6) = ("198.51.100.10", "2001:db8:100::10");
+    // The status lists the IPv6 address first: order must not matter.
+    let w = dual_world(dual_config(ALL_L2), &[("ds", &[v6, v4])]);
+    let el = w.eligibility();
+    assert_eq!(el[&ip(v4)].elect_on, Some(ip(v4)));
+    assert_eq!(el[&ip(v6)].elect_on, Some(ip(v4)));
+    let mut differs = 0;
+    for live in live_sets() {
+        let names: Vec<&str> = live.iter().map(String::as_str).collect();
+        let want = election::leader(ip(v4), names.iter().copied()).unwrap();
+        if election::leader(ip(v6), names.iter().copied()) != Some(want) {
+            differs += 1;
+        }
+        let mut owners = 0;
+        for me in &names {
+            let p = plan(me, &el, Liveness::Live(&live));
+            assert_eq!(p.leaders[&ip(v4)], want, "{live:?}");
+            assert_eq!(p.leaders[&ip(v6)], want, "{live:?}");
+            assert_eq!(p.mine.len(), if *me == want { 2 } else { 0 });
+            assert_eq!(p.status_owner(&[ip(v6), ip(v4)]), Some(want));
+            owners += usize::from(!p.mine.is_empty());
+        }
+        assert_eq!(owners, 1);
+    }
+    // Elected per address, the two would have split in many of these live sets.
+    assert!(differs > 5, "{differs}");
+}
+
+#[test]
+fn sharing_services_agree_on_one_leader_for_the_whole_group() {
+    let (a4, a6, b4) = ("198.51.100.10", "2001:db8:100::10", "198.51.100.11");
+    // x and y share both addresses (MetalLB's rule for dual-stack sharing); z shares
+    // only the IPv6 one and brings its own IPv4 address: all one group, elected on the
+    // lowest address of all, 198.51.100.10. A Service apart keeps its own election.
+    let w = dual_world(
+        dual_config(ALL_L2),
+        &[
+            ("x", &[a4, a6]),
+            ("y", &[a6, a4]),
+            ("z", &[a6, b4]),
+            ("apart", &["198.51.100.12"]),
+        ],
+    );
+    let el = w.eligibility();
+    for a in [a4, a6, b4] {
+        assert_eq!(el[&ip(a)].elect_on, Some(ip(a4)), "{a}");
+    }
+    assert_eq!(el[&ip("198.51.100.12")].elect_on, Some(ip("198.51.100.12")));
+    for live in live_sets() {
+        let names: Vec<&str> = live.iter().map(String::as_str).collect();
+        let want = election::leader(ip(a4), names.iter().copied()).unwrap();
+        let p = plan("n1", &el, Liveness::Live(&live));
+        for a in [a4, a6, b4] {
+            assert_eq!(p.leaders[&ip(a)], want);
+        }
+        assert_eq!(
+            p.leaders[&ip("198.51.100.12")],
+            election::leader(ip("198.51.100.12"), names.iter().copied()).unwrap()
+        );
+        for s in ["x", "y", "z"] {
+            let ips = &w.services[&svc(s)].ips;
+            assert_eq!(p.status_owner(ips), Some(want));
+        }
+    }
+}
+
+#[test]
+fn a_group_leader_must_be_eligible_for_every_address_it_can() {
+    let (v4, v6) = ("198.51.100.10", "2001:db8:100::10");
+    let with_sel = |v4_nodes: &str, v6_nodes: &str| {
+        dual_config(&format!(
+            "apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {{name: a4, namespace: metallb-system}}
+spec: {{ipAddressPools: [v4], nodeSelectors: [{{matchExpressions: [{{key: n, operator: In, values: [{v4_nodes}]}}]}}]}}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {{name: a6, namespace: metallb-system}}
+spec: {{ipAddressPools: [v6], nodeSelectors: [{{matchExpressions: [{{key: n, operator: In, values: [{v6_nodes}]}}]}}]}}
+"
+        ))
+    };
+    let labelled = |cfg: Config| {
+        let mut w = dual_world(cfg, &[("ds", &[v4, v6])]);
+        for (name, n) in &mut w.nodes {
+            n.labels.insert("n".into(), name.clone());
+        }
+        w
+    };
+    let all: BTreeSet<String> = NODES5.map(String::from).into();
+    // Overlapping node sets: the leader comes from the overlap, for both addresses.
+    let w = labelled(with_sel("n1, n2, n3", "n3, n4, n5"));
+    let p = plan("n1", &w.eligibility(), Liveness::Live(&all));
+    assert_eq!(p.leaders[&ip(v4)], "n3");
+    assert_eq!(p.leaders[&ip(v6)], "n3");
+    // Disjoint: nobody may announce both, so each address gets its own leader, ranked
+    // on the group's address; exactly one node owns the ServiceL2Status.
+    let w = labelled(with_sel("n1, n2", "n4, n5"));
+    let el = w.eligibility();
+    let p = plan("n1", &el, Liveness::Live(&all));
+    let l4 = election::leader(ip(v4), ["n1", "n2"]).unwrap();
+    let l6 = election::leader(ip(v4), ["n4", "n5"]).unwrap();
+    assert_eq!(p.leaders[&ip(v4)], l4);
+    assert_eq!(p.leaders[&ip(v6)], l6);
+    let ds = &w.services[&svc("ds")].ips;
+    for me in NODES5 {
+        assert_eq!(
+            plan(me, &el, Liveness::Live(&all)).status_owner(ds),
+            Some(l4)
+        );
+    }
+    // An address nobody may announce (its pool has no advertisement) does not hold
+    // the other back, and the group is still elected on the lowest address.
+    let w = labelled(dual_config(
+        "apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: a6, namespace: metallb-system}
+spec: {ipAddressPools: [v6]}
+",
+    ));
+    let el = w.eligibility();
+    assert_eq!(el[&ip(v4)].reason, Some(Unannounced::NoAdvertisement));
+    let p = plan("n1", &el, Liveness::Live(&all));
+    assert!(!p.leaders.contains_key(&ip(v4)));
+    assert_eq!(
+        p.leaders[&ip(v6)],
+        election::leader(ip(v4), NODES5).unwrap()
+    );
+    assert_eq!(
+        p.status_owner(ds),
+        p.leaders.get(&ip(v6)).map(String::as_str)
+    );
 }
