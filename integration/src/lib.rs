@@ -1,9 +1,11 @@
 //! ferrolb's integration crate: the lab (a Kubernetes cluster made of
 //! network namespaces on one layer-2 segment, see [`lab`]) and the support
-//! the e2e tests and benchmarks build on.
+//! the e2e tests and benchmarks build on: the scenarios of [`e2e`] (any
+//! cluster) and the lab tests' shared helpers in [`testkit`].
 //!
 //! The `lab` binary drives the same library from the command line
 //! (`integration/lab up|env|exec|node-fail|node-recover|restart|status|down`).
 
 pub mod e2e;
 pub mod lab;
+pub mod testkit;

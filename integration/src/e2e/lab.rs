@@ -7,6 +7,7 @@
 //! them, then starts ferrolb's controller and speakers as the lab runs them
 //! (processes in the node namespaces).
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use super::host::{ClientHost, generic_neighbour_mac, run_bounded};
@@ -28,6 +29,8 @@ pub const CONFIG_NAMESPACE: &str = "metallb-system";
 /// The scenarios' addresses on the lab: in the lab's pool range
 /// (198.51.100.0/24), on the nodes' segment.
 pub const POOL: &str = "198.51.100.100-198.51.100.139";
+/// The membership Secret the speakers read (the chart's).
+pub const MEMBERLIST_SECRET: &str = "ferrolb-memberlist";
 
 /// The lab's `client` namespace as the scenarios' client host. Commands run
 /// there through [`Lab::exec_with_limit`], so the generic command lines
@@ -181,7 +184,10 @@ fn kubectl_program(lab: &Lab) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("kubectl"))
 }
 
-fn kubectl(lab: &Lab, args: &[&str]) -> Result<()> {
+/// Runs kubectl (the harness's, else the one on `PATH`) with the lab's
+/// kubeconfig, bounded to 120 s; its standard output, or an error quoting
+/// its standard error when it fails.
+pub fn kubectl(lab: &Lab, args: &[&str]) -> Result<String> {
     let mut cmd = Command::new(kubectl_program(lab));
     cmd.args(args).env("KUBECONFIG", lab.kubeconfig_path());
     let out = run_bounded(&mut cmd, Duration::from_secs(120))?;
@@ -191,11 +197,12 @@ fn kubectl(lab: &Lab, args: &[&str]) -> Result<()> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// What the chart installs, then ferrolb started.
-async fn install(lab: &Lab, kube: &kube::Client) -> Result<()> {
+/// ferrolb's namespace and the `metallb.io` CRDs (waited for until
+/// Established), as the chart installs them.
+pub async fn install_crds(lab: &Lab, kube: &kube::Client) -> Result<()> {
     let nss: Api<Namespace> = Api::all(kube.clone());
     apply(
         &nss,
@@ -215,19 +222,74 @@ async fn install(lab: &Lab, kube: &kube::Client) -> Result<()> {
             "--all",
         ],
     )?;
-    let mut key = vec![0u8; 32];
+    Ok(())
+}
+
+/// `len` random bytes (from `/dev/urandom`): a membership key.
+pub fn random_key(len: usize) -> Result<Vec<u8>> {
+    let mut key = vec![0u8; len];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut key))
         .context("random membership key")?;
-    let mut secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ferrolb-memberlist", "namespace": CONFIG_NAMESPACE}
-    }))?;
-    secret.data = Some([("secretkey".to_owned(), k8s_openapi::ByteString(key))].into());
+    Ok(key)
+}
+
+/// Creates Secret `name` in ferrolb's namespace with `data`, or replaces
+/// the one there.
+pub async fn put_secret(
+    kube: &kube::Client,
+    name: &str,
+    data: BTreeMap<String, Vec<u8>>,
+) -> Result<()> {
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), CONFIG_NAMESPACE);
-    secrets
-        .create(&Default::default(), &secret)
+    let mut s: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": CONFIG_NAMESPACE}
+    }))?;
+    s.data = Some(
+        data.into_iter()
+            .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
+            .collect(),
+    );
+    match secrets
+        .get_opt(name)
         .await
-        .context("creating the membership Secret")?;
+        .with_context(|| format!("reading Secret {name}"))?
+    {
+        Some(old) => {
+            s.metadata.resource_version = old.metadata.resource_version;
+            secrets
+                .replace(name, &PostParams::default(), &s)
+                .await
+                .with_context(|| format!("replacing Secret {name}"))?;
+        }
+        None => {
+            secrets
+                .create(&PostParams::default(), &s)
+                .await
+                .with_context(|| format!("creating Secret {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the chart installs, then ferrolb started.
+async fn install(lab: &Lab, kube: &kube::Client) -> Result<()> {
+    install_crds(lab, kube).await?;
+    let key = random_key(32)?;
+    put_secret(
+        kube,
+        MEMBERLIST_SECRET,
+        [("secretkey".to_owned(), key)].into(),
+    )
+    .await
+    .context("creating the membership Secret")?;
+    start_ferrolb(lab)
+}
+
+/// Starts (or restarts) ferrolb's controller, then every node's speaker, as
+/// the lab runs them.
+pub fn start_ferrolb(lab: &Lab) -> Result<()> {
     lab.restart_controller()
         .context("starting the controller")?;
     let nodes: Vec<String> = lab.topology().nodes().map(|n| n.name.clone()).collect();

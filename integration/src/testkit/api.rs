@@ -1,0 +1,518 @@
+//! Kubernetes objects as the lab tests make and read them: server-side apply,
+//! `metallb.io` objects, the echo workload, node labels, the membership
+//! Secret, and waits on what the controller and speakers write (Service
+//! addresses, events, ServiceL2Status).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::{CONFIG_NS, ECHO_IMAGE, PODS_WAIT};
+use crate::lab::eventually;
+
+pub use crate::e2e::{POOL_ANNOTATION, ingress_ips, metallb};
+
+/// Server-side apply of `obj` (named `name`) through `api`, forced, as
+/// [`crate::e2e::apply`] does it; panics on failure.
+pub async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + fmt::Debug,
+{
+    crate::e2e::apply(api, name, &obj)
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e:#}"));
+}
+
+/// The `metallb.io` objects of `kind` in namespace `ns`.
+pub fn metallb_api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &metallb(kind))
+}
+
+/// Namespace `name`.
+pub async fn apply_namespace(client: &Client, name: &str) {
+    let nss: Api<Namespace> = Api::all(client.clone());
+    apply(
+        &nss,
+        name,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+    )
+    .await;
+}
+
+/// IPAddressPool `name` in ferrolb's namespace with `addresses`.
+pub async fn apply_pool(client: &Client, name: &str, addresses: &[&str]) {
+    apply(
+        &metallb_api(client, CONFIG_NS, "IPAddressPool"),
+        name,
+        json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": name, "namespace": CONFIG_NS},
+            "spec": {"addresses": addresses}
+        }),
+    )
+    .await;
+}
+
+/// L2Advertisement `name` in ferrolb's namespace with `spec`.
+pub async fn apply_l2(client: &Client, name: &str, spec: Value) {
+    apply(
+        &metallb_api(client, CONFIG_NS, "L2Advertisement"),
+        name,
+        json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": name, "namespace": CONFIG_NS},
+            "spec": spec
+        }),
+    )
+    .await;
+}
+
+/// `extra`'s keys (an object) added to `base` (an object).
+fn merged(mut base: Value, extra: &Value) -> Value {
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    base
+}
+
+/// An echo Deployment `name` in `ns` ([`ECHO_IMAGE`], pods labelled
+/// `app: <name>`), with `pod_spec`'s keys added to the pod spec (e.g.
+/// `nodeName`, `nodeSelector`).
+pub fn echo_deployment(ns: &str, name: &str, replicas: usize, pod_spec: &Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": merged(
+                    json!({"containers": [{"name": name, "image": ECHO_IMAGE}]}),
+                    pod_spec
+                )
+            }
+        }
+    })
+}
+
+/// Applies [`echo_deployment`].
+pub async fn apply_echo(client: &Client, ns: &str, name: &str, replicas: usize, pod_spec: Value) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    apply(
+        &deployments,
+        name,
+        echo_deployment(ns, name, replicas, &pod_spec),
+    )
+    .await;
+}
+
+/// A LoadBalancer Service: a port forwarded to the echo pods' port 80.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EchoService<'a> {
+    /// Service name.
+    pub name: &'a str,
+    /// Service port.
+    pub port: u16,
+    /// Annotations (an object; none when empty).
+    pub annotations: Value,
+    /// Keys added to the spec (`ipFamilyPolicy`, `externalTrafficPolicy`,
+    /// `allocateLoadBalancerNodePorts`, ...).
+    pub spec: Value,
+}
+
+impl<'a> EchoService<'a> {
+    /// Service `name` on port 80, no annotations, nothing more in the spec.
+    pub fn new(name: &'a str) -> Self {
+        Self {
+            name,
+            port: 80,
+            annotations: json!({}),
+            spec: json!({}),
+        }
+    }
+
+    /// The Service in `ns`, selecting `app: <app>`.
+    pub fn to_json(&self, ns: &str, app: &str) -> Value {
+        let mut metadata = json!({"name": self.name, "namespace": ns});
+        if self.annotations.as_object().is_some_and(|a| !a.is_empty()) {
+            metadata["annotations"] = self.annotations.clone();
+        }
+        let spec = json!({
+            "type": "LoadBalancer", "selector": {"app": app},
+            "ports": [{"port": self.port, "targetPort": 80, "protocol": "TCP"}]
+        });
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": metadata,
+            "spec": merged(spec, &self.spec),
+        })
+    }
+
+    /// Applies the Service in `ns`, selecting `app: <app>`.
+    pub async fn apply(&self, client: &Client, ns: &str, app: &str) {
+        let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+        apply(&svcs, self.name, self.to_json(ns, app)).await;
+    }
+}
+
+/// Sets label `key` of `node` to `value` (removes it for `None`).
+pub async fn label_node(client: &Client, node: &str, key: &str, value: Option<&str>) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {key: value}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("label {node}: {e}"));
+}
+
+/// `len` random bytes: a membership key.
+pub fn random_key(len: usize) -> Vec<u8> {
+    crate::e2e::lab::random_key(len).expect("random key")
+}
+
+/// Creates or replaces Secret `name` in ferrolb's namespace with `data`.
+pub async fn put_secret(client: &Client, name: &str, data: BTreeMap<String, Vec<u8>>) {
+    crate::e2e::lab::put_secret(client, name, data)
+        .await
+        .unwrap_or_else(|e| panic!("Secret {name}: {e:#}"));
+}
+
+/// Creates or replaces membership Secret `name` with `key` (as `secretkey`).
+pub async fn put_key(client: &Client, name: &str, key: &[u8]) {
+    put_secret(
+        client,
+        name,
+        [("secretkey".to_owned(), key.to_vec())].into(),
+    )
+    .await;
+}
+
+/// The addresses in a Service's status, as written (strings, in order).
+pub fn ingress(svc: &Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+/// The `ipMode` of each address in a Service's status.
+pub fn ip_modes(svc: &Service) -> Vec<Option<String>> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|i| i.ip_mode.clone())
+        .collect()
+}
+
+/// Polls Service `name` until `check` accepts it, for at most `limit`;
+/// what `check` returns. Panics quoting `what` and `check`'s last reason.
+pub async fn wait_service<T>(
+    svcs: &Api<Service>,
+    name: &str,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&Service) -> Result<T, String>,
+) -> T {
+    let check = &check;
+    eventually(what, limit, || async move {
+        let s = svcs.get(name).await.map_err(|e| e.to_string())?;
+        check(&s)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The first address in Service `name`'s status, once it has one.
+pub async fn wait_ingress(svcs: &Api<Service>, name: &str, limit: Duration) -> IpAddr {
+    let what = format!("{name} gets an address");
+    wait_service(svcs, name, limit, &what, |s| {
+        ingress_ips(s)
+            .first()
+            .copied()
+            .ok_or_else(|| "no ingress yet".to_owned())
+    })
+    .await
+}
+
+/// The first address in Service `name`'s status and its `ipMode`, once it
+/// has one.
+pub async fn wait_ingress_mode(
+    svcs: &Api<Service>,
+    name: &str,
+    limit: Duration,
+) -> (IpAddr, Option<String>) {
+    let what = format!("{name} gets an address");
+    wait_service(svcs, name, limit, &what, |s| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .find_map(|i| {
+                i.ip.as_deref()
+                    .and_then(|ip| ip.parse().ok())
+                    .map(|ip| (ip, i.ip_mode.clone()))
+            })
+            .ok_or_else(|| "no ingress yet".to_owned())
+    })
+    .await
+}
+
+/// All addresses in Service `name`'s status, once it has `n`.
+pub async fn wait_addresses(
+    svcs: &Api<Service>,
+    name: &str,
+    n: usize,
+    limit: Duration,
+) -> Vec<IpAddr> {
+    let what = format!("{name} gets {n} addresses");
+    wait_service(svcs, name, limit, &what, |s| {
+        let ips = ingress_ips(s);
+        if ips.len() == n {
+            Ok(ips)
+        } else {
+            Err(format!("ingress {ips:?}"))
+        }
+    })
+    .await
+}
+
+/// Service `name` once it has at least one address.
+pub async fn wait_assigned(svcs: &Api<Service>, name: &str, limit: Duration) -> Service {
+    let what = format!("{name} gets an address");
+    wait_service(svcs, name, limit, &what, |s| {
+        if ingress(s).is_empty() {
+            Err("no ingress".into())
+        } else {
+            Ok(s.clone())
+        }
+    })
+    .await
+}
+
+/// Service `name` once its status shows exactly `want`, in this order.
+pub async fn wait_ips(svcs: &Api<Service>, name: &str, want: &[&str], limit: Duration) -> Service {
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    let what = format!("{name} shows {want:?}");
+    wait_service(svcs, name, limit, &what, |s| {
+        let got = ingress(s);
+        if got == want {
+            Ok(s.clone())
+        } else {
+            Err(format!("status {got:?}"))
+        }
+    })
+    .await
+}
+
+/// Service `name` once its status shows exactly the addresses `want`, in
+/// any order.
+pub async fn wait_ip_set(
+    svcs: &Api<Service>,
+    name: &str,
+    want: &[&str],
+    limit: Duration,
+) -> Service {
+    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+    let what = format!("{name} shows {want:?}");
+    wait_service(svcs, name, limit, &what, |s| {
+        let got = ingress(s);
+        if got.len() == want.len() && got.iter().cloned().collect::<BTreeSet<_>>() == want {
+            Ok(s.clone())
+        } else {
+            Err(format!("status {got:?}"))
+        }
+    })
+    .await
+}
+
+/// `ip` as IPv4; panics on an IPv6 address.
+pub fn ipv4(ip: IpAddr) -> Ipv4Addr {
+    match ip {
+        IpAddr::V4(a) => a,
+        other => panic!("{other} is not IPv4"),
+    }
+}
+
+/// The events (`events.k8s.io`) in `ns` about object `name`.
+pub async fn events_about(client: &Client, ns: &str, name: &str) -> Result<Vec<Event>, String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = events
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect())
+}
+
+/// Waits for an event about `name` (in `ns`) with `reason` that `matches`
+/// accepts; returns its note.
+pub async fn wait_event_where(
+    client: &Client,
+    (ns, name): (&str, &str),
+    reason: &str,
+    limit: Duration,
+    matches: impl Fn(&Event) -> bool,
+) -> String {
+    let matches = &matches;
+    eventually(&format!("event {reason} on {name}"), limit, || async move {
+        let evs = events_about(client, ns, name).await?;
+        let of_reason: Vec<&Event> = evs
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect();
+        of_reason
+            .iter()
+            .find(|e| matches(e))
+            .map(|e| e.note.clone().unwrap_or_default())
+            .ok_or_else(|| {
+                let notes: Vec<Option<&str>> =
+                    of_reason.iter().map(|e| e.note.as_deref()).collect();
+                format!("{reason} events seen: {notes:?}")
+            })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits for an event about `name` (in `ns`) with `reason` whose note
+/// contains `text`; returns the note.
+pub async fn wait_event(
+    client: &Client,
+    (ns, name): (&str, &str),
+    reason: &str,
+    text: &str,
+    limit: Duration,
+) -> String {
+    wait_event_where(client, (ns, name), reason, limit, |e| {
+        e.note.as_deref().is_some_and(|n| n.contains(text))
+    })
+    .await
+}
+
+/// The `status` of every ServiceL2Status in `ns` about Service `svc`.
+pub async fn l2_statuses(client: &Client, ns: &str, svc: &str) -> Result<Vec<Value>, String> {
+    let list = metallb_api(client, ns, "ServiceL2Status")
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|o| o.data["status"].clone())
+        .filter(|s| s["serviceName"] == svc)
+        .collect())
+}
+
+/// The nodes named by the ServiceL2Status objects of Service `svc` in `ns`
+/// (one per object).
+pub async fn l2_status_nodes(client: &Client, ns: &str, svc: &str) -> Result<Vec<String>, String> {
+    Ok(l2_statuses(client, ns, svc)
+        .await?
+        .iter()
+        .filter_map(|s| s["node"].as_str().map(String::from))
+        .collect())
+}
+
+/// The nodes named by the ServiceL2Status objects of Service `svc` in `ns`,
+/// with the interfaces each lists.
+pub async fn l2_status(
+    client: &Client,
+    ns: &str,
+    svc: &str,
+) -> Result<BTreeMap<String, Vec<String>>, String> {
+    Ok(l2_statuses(client, ns, svc)
+        .await?
+        .iter()
+        .filter_map(|s| {
+            let node = s["node"].as_str()?.to_string();
+            let ifaces = s["interfaces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["name"].as_str().map(String::from))
+                .collect();
+            Some((node, ifaces))
+        })
+        .collect())
+}
+
+/// Whether a pod is Running.
+pub fn pod_running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// Whether a pod is Running, has an address and is Ready.
+pub fn pod_ready(p: &Pod) -> bool {
+    let st = p.status.as_ref();
+    pod_running(p)
+        && st.and_then(|s| s.pod_ip.as_ref()).is_some()
+        && st
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The pods labelled `app: <app>` in `ns` that `keep` accepts, and how many
+/// there are in all.
+pub async fn pods_where(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    keep: impl Fn(&Pod) -> bool,
+) -> Result<(BTreeSet<String>, usize), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let names = list
+        .items
+        .iter()
+        .filter(|p| keep(p))
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
+        .collect();
+    Ok((names, list.items.len()))
+}
+
+/// Waits (at most [`PODS_WAIT`]) until exactly `want` pods labelled
+/// `app: <app>` in `ns` are Running; their names.
+pub async fn wait_running_pods(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    want: usize,
+) -> BTreeSet<String> {
+    eventually(&format!("{want} {app} pods running"), PODS_WAIT, || async {
+        let (running, _) = pods_where(client, ns, app, pod_running).await?;
+        if running.len() == want {
+            Ok(running)
+        } else {
+            Err(format!("running: {running:?}"))
+        }
+    })
+    .await
+    .expect("pods")
+}

@@ -1,0 +1,74 @@
+//! Shared support for the lab-based e2e tests and benchmarks
+//! (`integration/tests/e2e_*.rs`, `deploy_helm.rs`, `lab_cluster.rs`,
+//! `integration/benches/*.rs`): the helpers each of them used to carry a copy
+//! of, written once.
+//!
+//! Unlike the scenarios of [`crate::e2e`] (any cluster, `Result`s, one
+//! namespace per scenario), these helpers are for tests that drive the lab
+//! itself (fail nodes, restart speakers, read logs and raw frames): they
+//! panic with a message on failure, as an assertion would, except the
+//! `try_`/`Result` ones meant for polling inside
+//! [`eventually`](crate::lab::eventually). Where the scenario library has the
+//! piece (CRD installation, kubectl, server-side apply, the membership
+//! Secret) they call it.
+//!
+//! - [`api`]: Kubernetes objects: server-side apply, `metallb.io` pools and
+//!   L2Advertisements, the echo Deployment and LoadBalancer Services, node
+//!   labels, the membership Secret, waiting for Service addresses, pods,
+//!   events and ServiceL2Status.
+//! - [`node`]: the lab side: bringing a lab up, kubectl, installing the
+//!   CRDs, starting ferrolb, a daemon's HTTP endpoints (`/metrics`,
+//!   `/readyz`), logs and memory, who announces an address as the client
+//!   sees it.
+//! - [`setup`]: the speaker tests' common cluster set-up ([`SpeakerSetup`]).
+//! - [`frames`]: raw ARP frames sent and received inside lab namespaces only
+//!   (a thread enters the namespace; nothing leaves the lab), and the `ip`
+//!   command.
+//! - [`stats`]: percentiles and figures for the benchmarks.
+
+pub mod api;
+pub mod frames;
+pub mod node;
+pub mod setup;
+pub mod stats;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+pub use api::*;
+pub use frames::{PacketSock, arp_answerers, arp_ask, arp_request, ip, mac_of, node_of_mac};
+pub use node::*;
+pub use setup::{EchoService, SpeakerSetup};
+pub use stats::{env_usize, percentile};
+
+/// ferrolb's namespace on the lab (pools, L2Advertisements, the Secret).
+pub const CONFIG_NS: &str = crate::e2e::lab::CONFIG_NAMESPACE;
+/// Where the tests' workloads and Services live.
+pub const APP_NS: &str = "default";
+/// The echo workload's name (Deployment, `app` label, Service).
+pub const APP: &str = "echo-hname";
+/// The echo image: answers any path with the pod's name (the lab's node
+/// agent serves it itself).
+pub const ECHO_IMAGE: &str = "sysnet4admin/echo-hname";
+/// The membership Secret the speakers read.
+pub const MEMBERLIST_SECRET: &str = crate::e2e::lab::MEMBERLIST_SECRET;
+/// The worker nodes of a 3-worker lab.
+pub const WORKERS: [&str; 3] = ["w1-k8s", "w2-k8s", "w3-k8s"];
+/// Label the tests put on the nodes that may announce (the L2Advertisement
+/// of [`SpeakerSetup`] selects it, so the control-plane node, which cannot
+/// be failed, never announces).
+pub const ANNOUNCE_LABEL: &str = "e2e.ferrolb.io/announce";
+/// Kubernetes' label that takes a node out of load balancing.
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+/// The lab's client host (see [`crate::lab::topology::CLIENT`]).
+pub const CLIENT: &str = crate::lab::topology::CLIENT;
+/// The client host's network namespace.
+pub const CLIENT_NS: &str = "flb-client";
+/// The client host's IPv4 address on the lab's segment.
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
+/// The speaker's metrics and health port.
+pub const SPEAKER_PORT: u16 = 7473;
+/// The controller's metrics and health port.
+pub const CONTROLLER_PORT: u16 = 7472;
+/// How long the echo pods may take to run.
+pub const PODS_WAIT: Duration = Duration::from_secs(120);
