@@ -5,43 +5,18 @@
 //! Needs root, the Go harness and a built `ferrolb-controller` (`make e2e` builds both).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
-use ferrolb_integration::lab::{Lab, LabOptions, eventually};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
-use k8s_openapi::api::events::v1::Event;
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+use ferrolb_integration::lab::eventually;
+use ferrolb_integration::testkit::{
+    self as kit, APP_NS, CONFIG_NS as NS, apply, controller_metrics as metrics, ingress,
+    metallb_api,
 };
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{Value, json};
 
-const NS: &str = "metallb-system";
-const APP_NS: &str = "default";
 const WAIT: Duration = Duration::from_secs(30);
-
-fn pool_api(client: &Client) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "metallb.io",
-        "v1beta1",
-        "IPAddressPool",
-    ));
-    Api::namespaced_with(client.clone(), NS, &ar)
-}
-
-async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
 
 fn lb_service(name: &str, ports: &[u16], annotations: &[(&str, &str)]) -> Value {
     let ann: BTreeMap<&str, &str> = annotations.iter().copied().collect();
@@ -56,118 +31,28 @@ fn lb_service(name: &str, ports: &[u16], annotations: &[(&str, &str)]) -> Value 
     })
 }
 
-fn ingress(svc: &Service) -> Vec<String> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect()
-}
-
 async fn wait_ips(svcs: &Api<Service>, name: &str, want: &[&str]) -> Service {
-    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-    eventually(&format!("{name} shows {want:?}"), WAIT, || async {
-        let s = svcs.get(name).await.map_err(|e| e.to_string())?;
-        let got = ingress(&s);
-        if got == want {
-            Ok(s)
-        } else {
-            Err(format!("status {got:?}"))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    kit::wait_ips(svcs, name, want, WAIT).await
 }
 
-/// Waits for an event on object `name` whose reason is `reason` and whose note contains
-/// `text`; returns the note.
-async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str, text: &str) -> String {
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    eventually(
-        &format!("event {reason} on {name} mentioning {text:?}"),
-        WAIT,
-        || async {
-            let list = events
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let notes: Vec<String> = list
-                .items
-                .iter()
-                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-                .filter(|e| e.reason.as_deref() == Some(reason))
-                .filter_map(|e| e.note.clone())
-                .collect();
-            notes
-                .iter()
-                .find(|n| n.contains(text))
-                .cloned()
-                .ok_or_else(|| format!("events seen: {notes:?}"))
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn kubectl(lab: &Lab, args: &[&str]) {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", lab.kubeconfig_path())
-        .output()
-        .expect("kubectl");
-    assert!(out.status.success(), "kubectl {args:?}: {out:?}");
-}
-
-fn metrics(lab: &Lab) -> String {
-    let out = lab
-        .exec(
-            "m-k8s",
-            &[
-                "curl",
-                "-sf",
-                "--max-time",
-                "5",
-                "http://127.0.0.1:7472/metrics",
-            ],
-        )
-        .expect("exec curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Waits for an event on object `name` (in `ns`) whose reason is `reason` and whose
+/// note contains `text`; returns the note.
+async fn wait_event(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    text: &str,
+) -> String {
+    kit::wait_event(client, (ns, name), reason, text, WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_follows_metallb_rules_and_never_loses_an_address() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 1,
-        ..LabOptions::default()
-    })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
+    let (lab, client) = kit::up(kit::bare(1)).await;
 
     // The configuration namespace and the CRDs, as the chart installs them.
-    let nss: Api<Namespace> = Api::all(client.clone());
-    apply(
-        &nss,
-        NS,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )
-    .await;
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
-    kubectl(&lab, &["apply", "--server-side", "-f", crds]);
-    kubectl(
-        &lab,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    );
+    kit::install_crds(&lab, &client).await;
 
     // The tutorial's legacy pool: three layer-2 addresses in ConfigMap metallb-system/config.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
@@ -208,7 +93,7 @@ async fn controller_follows_metallb_rules_and_never_loses_an_address() {
     .await;
 
     // A CRD pool added beside the ConfigMap: the waiting Service gets an address.
-    let pools = pool_api(&client);
+    let pools = metallb_api(&client, NS, "IPAddressPool");
     apply(
         &pools,
         "extra",

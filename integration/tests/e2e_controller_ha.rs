@@ -8,24 +8,19 @@
 //! (`make e2e` builds them). `--nocapture` shows the measured handover times.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
-use k8s_openapi::api::events::v1::Event;
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+use ferrolb_integration::testkit::{
+    self as kit, APP_NS, CONFIG_NS as NS, CONTROLLER_PORT, apply, apply_pool, curl_in,
+    daemon_log as log_of, ingress, ip_modes, metallb_api,
 };
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use kube::Client;
+use kube::api::Api;
 use serde_json::{Value, json};
 
-const NS: &str = "metallb-system";
-const APP_NS: &str = "default";
 const LEASE: &str = "ferrolb-controller";
 /// The lab's controller: daemon `controller` in `m-k8s`, POD_NAME `controller-m-k8s`.
 const MAIN: &str = "controller";
@@ -33,69 +28,6 @@ const MAIN_ID: &str = "controller-m-k8s";
 const WAIT: Duration = Duration::from_secs(30);
 /// Lease duration (15 s) plus a few renewal periods.
 const TAKEOVER: Duration = Duration::from_secs(40);
-
-fn ar(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", kind))
-}
-
-async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-fn kubectl(lab: &Lab, args: &[&str]) {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", lab.kubeconfig_path())
-        .output()
-        .expect("kubectl");
-    assert!(out.status.success(), "kubectl {args:?}: {out:?}");
-}
-
-/// The configuration namespace and the CRDs, as the chart installs them.
-async fn install_crds(lab: &Lab, client: &Client) {
-    let nss: Api<Namespace> = Api::all(client.clone());
-    apply(
-        &nss,
-        NS,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )
-    .await;
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
-    kubectl(lab, &["apply", "--server-side", "-f", crds]);
-    kubectl(
-        lab,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    );
-}
-
-async fn apply_pool(client: &Client, name: &str, addresses: &[&str]) {
-    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("IPAddressPool"));
-    apply(
-        &pools,
-        name,
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"addresses": addresses}
-        }),
-    )
-    .await;
-}
 
 /// A LoadBalancer Service selecting `app: echo`; `spec` is merged into the spec.
 fn lb_service(name: &str, annotations: &[(&str, &str)], spec: Value) -> Value {
@@ -115,56 +47,14 @@ fn lb_service(name: &str, annotations: &[(&str, &str)], spec: Value) -> Value {
     })
 }
 
-fn ingress(svc: &Service) -> Vec<String> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect()
-}
-
-fn ip_modes(svc: &Service) -> Vec<Option<String>> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .map(|i| i.ip_mode.clone())
-        .collect()
-}
-
 /// Waits until Service `name` has at least one address; returns the Service.
 async fn wait_assigned(svcs: &Api<Service>, name: &str) -> Service {
-    eventually(&format!("{name} gets an address"), WAIT, || async {
-        let s = svcs.get(name).await.map_err(|e| e.to_string())?;
-        if ingress(&s).is_empty() {
-            Err("no ingress".into())
-        } else {
-            Ok(s)
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    kit::wait_assigned(svcs, name, WAIT).await
 }
 
 /// Waits until Service `name` shows exactly the addresses `want`, in any order.
 async fn wait_ip_set(svcs: &Api<Service>, name: &str, want: &[&str]) -> Service {
-    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
-    eventually(&format!("{name} shows {want:?}"), WAIT, || async {
-        let s = svcs.get(name).await.map_err(|e| e.to_string())?;
-        let got = ingress(&s);
-        if got.len() == want.len() && got.iter().cloned().collect::<BTreeSet<_>>() == want {
-            Ok(s)
-        } else {
-            Err(format!("status {got:?}"))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    kit::wait_ip_set(svcs, name, want, WAIT).await
 }
 
 /// Addresses of the Services `names`, as they are now.
@@ -207,37 +97,21 @@ async fn wait_holder(client: &Client, want: &str, limit: Duration) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
-fn curl_in(lab: &Lab, node: &str, args: &[&str]) -> String {
-    let mut argv = vec!["curl", "-s", "--max-time", "3"];
-    argv.extend_from_slice(args);
-    let out = lab.exec(node, &argv).expect("exec curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The HTTP status of the controller's /readyz in `node` (0: no answer).
 fn readyz(lab: &Lab, node: &str) -> u16 {
-    curl_in(
-        lab,
-        node,
-        &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "http://127.0.0.1:7472/readyz",
-        ],
-    )
-    .trim()
-    .parse()
-    .unwrap_or(0)
+    kit::readyz(lab, node, CONTROLLER_PORT)
 }
 
 /// The controller's `ferrolb_controller_is_leader` in `node`, if it answers.
 fn is_leader(lab: &Lab, node: &str) -> Option<i64> {
-    curl_in(lab, node, &["http://127.0.0.1:7472/metrics"])
-        .lines()
-        .find_map(|l| l.strip_prefix("ferrolb_controller_is_leader "))
-        .and_then(|v| v.trim().parse().ok())
+    curl_in(
+        lab,
+        node,
+        &[&format!("http://127.0.0.1:{CONTROLLER_PORT}/metrics")],
+    )
+    .lines()
+    .find_map(|l| l.strip_prefix("ferrolb_controller_is_leader "))
+    .and_then(|v| v.trim().parse().ok())
 }
 
 /// Waits until the controller in `node` is ready and says whether it leads.
@@ -259,14 +133,10 @@ async fn wait_ready(lab: &Lab, node: &str, leader: bool) {
 
 /// Events about Service `name` posted by ferrolb's controller: (reason, instance).
 async fn ferrolb_events(client: &Client, name: &str) -> Vec<(String, String)> {
-    let events: Api<Event> = Api::namespaced(client.clone(), APP_NS);
-    events
-        .list(&ListParams::default())
+    kit::events_about(client, APP_NS, name)
         .await
         .expect("list events")
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .filter(|e| e.reporting_controller.as_deref() == Some("ferrolb-controller"))
         .map(|e| {
             (
@@ -291,21 +161,10 @@ async fn allocated_by(client: &Client, name: &str) -> String {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn log_of(lab: &Lab, daemon: &str) -> String {
-    std::fs::read_to_string(lab.daemon_log(daemon)).unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_hand_over_without_moving_an_address() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 1,
-        ..LabOptions::default()
-    })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
-    install_crds(&lab, &client).await;
+    let (lab, client) = kit::up(kit::bare(1)).await;
+    kit::install_crds(&lab, &client).await;
     apply_pool(&client, "ha", &["198.51.100.0/28"]).await;
 
     // Replica A (the lab's controller in m-k8s) first, so that it leads; then replica B
@@ -407,21 +266,17 @@ async fn two_replicas_hand_over_without_moving_an_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_class_selects_services_and_ip_mode_is_written() {
     const CLASS: &str = "example.com/ferrolb";
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 1,
+    let (lab, client) = kit::up(LabOptions {
         controller_args: vec![
             "--lb-class".into(),
             CLASS.into(),
             "--lb-ip-mode".into(),
             "Proxy".into(),
         ],
-        ..LabOptions::default()
+        ..kit::bare(1)
     })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
-    install_crds(&lab, &client).await;
+    .await;
+    kit::install_crds(&lab, &client).await;
     apply_pool(&client, "p", &["203.0.113.0/29"]).await;
     lab.restart_controller().expect("start controller");
     wait_ready(&lab, "m-k8s", true).await;
@@ -503,60 +358,18 @@ async fn lb_class_selects_services_and_ip_mode_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_stack_services_get_both_families_and_answer() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 2,
+    let (lab, client) = kit::up(LabOptions {
         ip_family: IpFamily::DualStack,
-        ..LabOptions::default()
+        ..kit::bare(2)
     })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
-    install_crds(&lab, &client).await;
+    .await;
+    kit::install_crds(&lab, &client).await;
 
     // Echo pods, the membership key, an L2Advertisement for every node; then the
     // controller and the speakers.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), APP_NS);
-    apply(
-        &deployments,
-        "echo",
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "echo", "namespace": APP_NS},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "echo"}},
-                "template": {
-                    "metadata": {"labels": {"app": "echo"}},
-                    "spec": {"containers": [{"name": "echo", "image": "sysnet4admin/echo-hname"}]}
-                }
-            }
-        }),
-    )
-    .await;
-    let mut key = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .expect("random key");
-    let mut secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ferrolb-memberlist", "namespace": NS}
-    }))
-    .unwrap();
-    secret.data = Some([("secretkey".to_string(), ByteString(key))].into());
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&Default::default(), &secret)
-        .await
-        .expect("create secret");
-    let l2: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("L2Advertisement"));
-    apply(
-        &l2,
-        "l2",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "l2", "namespace": NS}, "spec": {}
-        }),
-    )
-    .await;
+    kit::apply_echo(&client, APP_NS, "echo", 2, json!({})).await;
+    kit::put_key(&client, kit::MEMBERLIST_SECRET, &kit::random_key(32)).await;
+    kit::apply_l2(&client, "l2", json!({})).await;
     apply_pool(
         &client,
         "ds",
@@ -567,11 +380,7 @@ async fn dual_stack_services_get_both_families_and_answer() {
     )
     .await;
     apply_pool(&client, "v4only", &["203.0.113.10-203.0.113.19"]).await;
-    lab.restart_controller().expect("start controller");
-    let nodes: Vec<String> = lab.topology().nodes().map(|n| n.name.clone()).collect();
-    for n in &nodes {
-        lab.restart_speaker(n).expect("start speaker");
-    }
+    kit::start_ferrolb(&lab);
     wait_ready(&lab, "m-k8s", true).await;
 
     // One at a time, so that each takes the lowest free address of each family.
@@ -632,7 +441,7 @@ async fn dual_stack_services_get_both_families_and_answer() {
     wait_ip_set(&svcs, "grow", &["203.0.113.10", "2001:db8:100::100"]).await;
 
     // Pool status per family.
-    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("IPAddressPool"));
+    let pools = metallb_api(&client, NS, "IPAddressPool");
     for (pool, want) in [("ds", [2, 8, 3, 13]), ("v4only", [1, 9, 1, 15])] {
         eventually(&format!("IPAddressPool/{pool} status"), WAIT, || async {
             let p = pools.get(pool).await.map_err(|e| e.to_string())?;
@@ -656,27 +465,7 @@ async fn dual_stack_services_get_both_families_and_answer() {
 
     // Traffic from the client host to each family's address reaches an echo pod.
     let t = Instant::now();
-    let pods_api: Api<Pod> = Api::namespaced(client.clone(), APP_NS);
-    let pods: BTreeSet<String> =
-        eventually("2 echo pods running", Duration::from_secs(120), || async {
-            let list = pods_api
-                .list(&ListParams::default().labels("app=echo"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let running: BTreeSet<String> = list
-                .items
-                .iter()
-                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-                .filter_map(|p| p.metadata.name.clone())
-                .collect();
-            if running.len() == 2 {
-                Ok(running)
-            } else {
-                Err(format!("running {running:?}"))
-            }
-        })
-        .await
-        .expect("pods");
+    let pods = kit::wait_running_pods(&client, APP_NS, "echo", 2).await;
     println!(
         "figure: echo pods running after {:.1} s more",
         t.elapsed().as_secs_f64()
