@@ -7,60 +7,23 @@
 //! (`make e2e` builds them). Run with `--nocapture` to see the measured figures.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::net::IpAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferrolb_integration::lab::{Lab, LabOptions, components, eventually, process};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
-use k8s_openapi::api::events::v1::Event;
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+use ferrolb_integration::lab::{Lab, components, eventually, process};
+use ferrolb_integration::testkit::{
+    self as kit, ANNOUNCE_LABEL, APP, APP_NS, CONFIG_NS, EXCLUDE_LABEL, EchoService,
+    MEMBERLIST_SECRET, SPEAKER_PORT, SpeakerSetup, WORKERS, label_node, metric, metrics,
 };
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::json;
 
-const NS: &str = "metallb-system";
-const APP_NS: &str = "default";
-const APP: &str = "echo-hname";
 const LB_IP: &str = "198.51.100.10";
-const WORKERS: [&str; 3] = ["w1-k8s", "w2-k8s", "w3-k8s"];
-/// Workers carry this label; the L2Advertisement selects it (so the control-plane
-/// node, which cannot be failed, never announces).
-const ANNOUNCE_LABEL: &str = "e2e.ferrolb.io/announce";
-const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn ar(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", kind))
-}
-
-async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-fn kubectl(lab: &Lab, args: &[&str]) {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", lab.kubeconfig_path())
-        .output()
-        .expect("kubectl");
-    assert!(out.status.success(), "kubectl {args:?}: {out:?}");
-}
 
 fn lb_ip() -> IpAddr {
     LB_IP.parse().unwrap()
@@ -69,91 +32,22 @@ fn lb_ip() -> IpAddr {
 /// The node whose MAC the client has for the address, after asking afresh when
 /// `fresh` (flushes the entry, then makes a request so the client ARPs).
 fn announcer(lab: &Lab, fresh: bool) -> Option<String> {
-    announcer_of(lab, lb_ip(), fresh)
-}
-
-fn announcer_of(lab: &Lab, ip: IpAddr, fresh: bool) -> Option<String> {
-    if fresh {
-        lab.flush_neighbour("client", ip).expect("flush");
-        let _ = lab.curl(
-            "client",
-            &format!("http://{ip}/"),
-            Duration::from_millis(1500),
-        );
-    }
-    lab.announcer("client", ip).expect("announcer")
+    kit::announcer(lab, lb_ip(), fresh)
 }
 
 /// The first address in a Service's status, once it has one.
 async fn wait_ingress(svcs: &Api<Service>, name: &str) -> IpAddr {
-    eventually(&format!("{name} gets an address"), WAIT, || async {
-        let s = svcs.get(name).await.map_err(|e| e.to_string())?;
-        s.status
-            .and_then(|s| s.load_balancer)
-            .and_then(|l| l.ingress)
-            .into_iter()
-            .flatten()
-            .find_map(|i| i.ip.and_then(|ip| ip.parse().ok()))
-            .ok_or_else(|| "no ingress yet".to_string())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    kit::wait_ingress(svcs, name, WAIT).await
 }
 
 /// The HTTP status of a speaker's /readyz (0: no answer).
 fn readyz(lab: &Lab, node: &str) -> u16 {
-    let out = lab
-        .exec(
-            node,
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "3",
-                "http://127.0.0.1:7473/readyz",
-            ],
-        )
-        .expect("exec curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
-fn metrics(lab: &Lab, node: &str) -> String {
-    let out = lab
-        .exec(
-            node,
-            &[
-                "curl",
-                "-sf",
-                "--max-time",
-                "3",
-                "http://127.0.0.1:7473/metrics",
-            ],
-        )
-        .expect("exec curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    kit::readyz(lab, node, SPEAKER_PORT)
 }
 
 /// The nodes named in ServiceL2Status objects for the echo Service.
 async fn l2_status_nodes(client: &Client) -> Result<Vec<String>, String> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), APP_NS, &ar("ServiceL2Status"));
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|o| o.data["status"]["serviceName"] == APP)
-        .filter_map(|o| o.data["status"]["node"].as_str().map(String::from))
-        .collect())
+    kit::l2_status_nodes(client, APP_NS, APP).await
 }
 
 /// Waits until the client resolves the address to `want` (any worker if `None`,
@@ -325,157 +219,32 @@ impl Drop for Prober {
     }
 }
 
-async fn label_node(client: &Client, node: &str, key: &str, value: Option<&str>) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    nodes
-        .patch(
-            node,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {key: value}}})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("label {node}: {e}"));
-}
-
 async fn wait_event(client: &Client, node: &str) {
-    let events: Api<Event> = Api::namespaced(client.clone(), APP_NS);
     let text = format!("announcing from node \"{node}\" with protocol \"layer2\"");
-    eventually(&format!("nodeAssigned from {node}"), WAIT, || async {
-        let list = events
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
-            .iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(APP))
-            .filter(|e| e.reason.as_deref() == Some("nodeAssigned"))
-            .find(|e| e.note.as_deref() == Some(text.as_str()))
-            .map(|_| ())
-            .ok_or_else(|| "no such event yet".to_string())
+    kit::wait_event_where(client, (APP_NS, APP), "nodeAssigned", WAIT, |e| {
+        e.note.as_deref() == Some(text.as_str())
     })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speaker_announces_fails_over_and_hands_over() {
-    let lab = Arc::new(
-        Lab::up(LabOptions {
-            bare: true,
-            workers: 3,
-            ..LabOptions::default()
-        })
-        .await
-        .expect("lab up"),
-    );
-    let client = lab.kube_client().await.expect("client");
+    let (lab, client) = kit::up(kit::bare(3)).await;
+    let lab = Arc::new(lab);
 
     // Namespace, CRDs, pool and L2Advertisement (workers only), as the chart and the
-    // tutorial set them up.
-    let nss: Api<Namespace> = Api::all(client.clone());
-    apply(
-        &nss,
-        NS,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )
-    .await;
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
-    kubectl(&lab, &["apply", "--server-side", "-f", crds]);
-    kubectl(
-        &lab,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    );
-    for w in WORKERS {
-        label_node(&client, w, ANNOUNCE_LABEL, Some("yes")).await;
+    // tutorial set them up; the echo Deployment (3 replicas) and its LoadBalancer
+    // Service; then controller and speakers, before the membership Secret exists.
+    let pods = SpeakerSetup {
+        pool_name: "first-pool",
+        key: None,
+        ..SpeakerSetup::default()
     }
-    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("IPAddressPool"));
-    apply(
-        &pools,
-        "first-pool",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "first-pool", "namespace": NS},
-            "spec": {"addresses": ["198.51.100.10-198.51.100.12"]}
-        }),
-    )
-    .await;
-    let l2: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("L2Advertisement"));
-    apply(
-        &l2,
-        "l2",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "l2", "namespace": NS},
-            "spec": {"nodeSelectors": [{"matchLabels": {ANNOUNCE_LABEL: "yes"}}]}
-        }),
-    )
-    .await;
-
-    // The echo Deployment (3 replicas) and its LoadBalancer Service.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), APP_NS);
-    apply(
-        &deployments,
-        APP,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": APP, "namespace": APP_NS, "labels": {"app": APP}},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": {"app": APP}},
-                "template": {
-                    "metadata": {"labels": {"app": APP}},
-                    "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}
-                }
-            }
-        }),
-    )
+    .run(&lab, &client)
     .await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), APP_NS);
-    apply(
-        &svcs,
-        APP,
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": APP, "namespace": APP_NS},
-            "spec": {"type": "LoadBalancer", "selector": {"app": APP},
-                     "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]}
-        }),
-    )
-    .await;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), APP_NS);
-    let pods: BTreeSet<String> =
-        eventually("3 echo pods running", Duration::from_secs(120), || async {
-            let list = pods_api
-                .list(&ListParams::default().labels(&format!("app={APP}")))
-                .await
-                .map_err(|e| e.to_string())?;
-            let running: BTreeSet<String> = list
-                .items
-                .iter()
-                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-                .map(|p| p.metadata.name.clone().unwrap_or_default())
-                .collect();
-            if running.len() == 3 {
-                Ok(running)
-            } else {
-                Err(format!("running: {running:?}"))
-            }
-        })
-        .await
-        .expect("pods");
-
-    // Controller and speakers, before the membership Secret exists.
-    lab.restart_controller().expect("start controller");
-    let nodes: Vec<String> = lab.topology().nodes().map(|n| n.name.clone()).collect();
-    for n in &nodes {
-        lab.restart_speaker(n).expect("start speaker");
-    }
+    let nodes = kit::node_names(&lab);
     eventually("the Service gets its address", WAIT, || async {
         let s = svcs.get(APP).await.map_err(|e| e.to_string())?;
         let ips: Vec<String> = s
@@ -521,21 +290,8 @@ async fn speaker_announces_fails_over_and_hands_over() {
     assert!(l2_status_nodes(&client).await.unwrap().is_empty());
 
     // The Secret with a random key: announcing starts without a restart.
-    let mut key = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .expect("random key");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ferrolb-memberlist", "namespace": NS}
-    }))
-    .unwrap();
-    let mut secret = secret;
-    secret.data = Some([("secretkey".to_string(), ByteString(key))].into());
-    secrets
-        .create(&Default::default(), &secret)
-        .await
-        .expect("create secret");
+    kit::put_key(&client, MEMBERLIST_SECRET, &kit::random_key(32)).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), CONFIG_NS);
     let leader = wait_announced(&lab, &client, &pods, None, None).await;
     assert!(
         WORKERS.contains(&leader.as_str()),
@@ -549,18 +305,9 @@ async fn speaker_announces_fails_over_and_hands_over() {
     );
     wait_event(&client, &leader).await;
     // The ServiceL2Status names the interface the address is announced on.
-    let l2s: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), APP_NS, &ar("ServiceL2Status"));
-    let st = l2s
-        .list(&ListParams::default())
+    let mine = kit::l2_statuses(&client, APP_NS, APP)
         .await
         .expect("list ServiceL2Status");
-    let mine: Vec<&Value> = st
-        .items
-        .iter()
-        .map(|o| &o.data["status"])
-        .filter(|s| s["serviceName"] == APP)
-        .collect();
     assert_eq!(mine.len(), 1, "{mine:?}");
     assert_eq!(mine[0]["serviceNamespace"], APP_NS);
     // eth0 carries the LAN; the announcer may add other suitable interfaces.
@@ -604,19 +351,13 @@ async fn speaker_announces_fails_over_and_hands_over() {
     // above flushed and asked again) and the takeover burst.
     eventually("layer2 counters", WAIT, || async {
         let m = metrics(&lab, &leader);
-        let value = |name: &str| {
-            let prefix = format!("{name}{{ip=\"{LB_IP}\"}} ");
-            m.lines()
-                .find_map(|l| l.strip_prefix(prefix.as_str()))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
+        let value = |name: &str| metric(&m, name, &format!("ip=\"{LB_IP}\"")).unwrap_or(0.0);
         let got = [
             value("metallb_layer2_requests_received_total"),
             value("metallb_layer2_responses_sent_total"),
             value("metallb_layer2_gratuitous_sent_total"),
         ];
-        if got.iter().all(|v| *v > 0) {
+        if got.iter().all(|v| *v > 0.0) {
             Ok(())
         } else {
             Err(format!("requests/responses/gratuitous {got:?}"))
@@ -630,59 +371,21 @@ async fn speaker_announces_fails_over_and_hands_over() {
     // address, then its only pod is placed on another worker and the policy switched
     // to Local: the address must follow the pod.
     let one = "echo-one";
-    apply(
-        &deployments,
-        one,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": one, "namespace": APP_NS},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": one}},
-                "template": {
-                    "metadata": {"labels": {"app": one}},
-                    "spec": {"containers": [{"name": one, "image": "sysnet4admin/echo-hname"}]}
-                }
-            }
-        }),
-    )
-    .await;
-    let local_svc = |policy: &str| {
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": one, "namespace": APP_NS},
-            "spec": {"type": "LoadBalancer", "selector": {"app": one},
-                     "externalTrafficPolicy": policy,
-                     "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]}
-        })
+    kit::apply_echo(&client, APP_NS, one, 1, json!({})).await;
+    let local_svc = |policy: &str| EchoService {
+        spec: json!({"externalTrafficPolicy": policy}),
+        ..EchoService::new(one)
     };
-    apply(&svcs, one, local_svc("Cluster")).await;
+    local_svc("Cluster").apply(&client, APP_NS, one).await;
     let one_ip = wait_ingress(&svcs, one).await;
     let winner = eventually("echo-one announced", WAIT, || async {
-        announcer_of(&lab, one_ip, true).ok_or_else(|| "nobody answers ARP".to_string())
+        kit::announcer(&lab, one_ip, true).ok_or_else(|| "nobody answers ARP".to_string())
     })
     .await
     .expect("echo-one announced");
     let target = *WORKERS.iter().find(|w| **w != winner).unwrap();
-    apply(
-        &deployments,
-        one,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": one, "namespace": APP_NS},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": one}},
-                "template": {
-                    "metadata": {"labels": {"app": one}},
-                    "spec": {"nodeName": target,
-                             "containers": [{"name": one, "image": "sysnet4admin/echo-hname"}]}
-                }
-            }
-        }),
-    )
-    .await;
-    apply(&svcs, one, local_svc("Local")).await;
+    kit::apply_echo(&client, APP_NS, one, 1, json!({"nodeName": target})).await;
+    local_svc("Local").apply(&client, APP_NS, one).await;
     eventually(
         &format!("echo-one announced from {target}, where its pod runs"),
         Duration::from_secs(120),
@@ -699,7 +402,7 @@ async fn speaker_announces_fails_over_and_hands_over() {
             if running_on != [target] {
                 return Err(format!("pods on {running_on:?}"));
             }
-            match announcer_of(&lab, one_ip, true) {
+            match kit::announcer(&lab, one_ip, true) {
                 Some(who) if who == target => Ok(()),
                 other => Err(format!("announced by {other:?}")),
             }
@@ -713,21 +416,13 @@ async fn speaker_announces_fails_over_and_hands_over() {
 
     // A Service without any ready endpoint is announced by nobody.
     let none = "echo-none";
-    apply(
-        &svcs,
-        none,
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": none, "namespace": APP_NS},
-            "spec": {"type": "LoadBalancer", "selector": {"app": "no-such-pod"},
-                     "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]}
-        }),
-    )
-    .await;
+    EchoService::new(none)
+        .apply(&client, APP_NS, "no-such-pod")
+        .await;
     let none_ip = wait_ingress(&svcs, none).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        announcer_of(&lab, none_ip, true),
+        kit::announcer(&lab, none_ip, true),
         None,
         "{none_ip} announced without any endpoint"
     );
@@ -823,12 +518,8 @@ async fn speaker_announces_fails_over_and_hands_over() {
     .await
     .expect("answers after failover");
     let m = metrics(&lab, &next);
-    let takeovers: u64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("ferrolb_speaker_takeovers_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(takeovers >= 1, "{next} counted no takeover:\n{m}");
+    let takeovers = metric(&m, "ferrolb_speaker_takeovers_total", "").unwrap_or(0.0);
+    assert!(takeovers >= 1.0, "{next} counted no takeover:\n{m}");
 
     // The ServiceL2Status follows: the new leader rewrote it, nothing stale is left
     // from the failed node.
@@ -846,7 +537,7 @@ async fn speaker_announces_fails_over_and_hands_over() {
     // The membership Secret removed: every speaker stops announcing and turns not
     // ready (an unauthenticated cluster is not allowed).
     secrets
-        .delete("ferrolb-memberlist", &DeleteParams::default())
+        .delete(MEMBERLIST_SECRET, &DeleteParams::default())
         .await
         .expect("delete secret");
     eventually("nobody announces without the key", WAIT, || async {
@@ -871,17 +562,7 @@ async fn speaker_announces_fails_over_and_hands_over() {
     let _ = svcs.delete(APP, &DeleteParams::default()).await;
     drop(client);
     // The speakers' warnings and errors, for whoever reads the test output.
-    for n in &nodes {
-        let log = lab.paths().log(&components::speaker_name(n));
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        for line in text
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .take(20)
-        {
-            eprintln!("log {n}: {line}");
-        }
-    }
+    kit::print_speaker_warnings(&lab);
     match Arc::try_unwrap(lab) {
         Ok(lab) => lab.down().expect("down"),
         Err(_) => panic!("lab still shared"),

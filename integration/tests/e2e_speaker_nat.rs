@@ -10,213 +10,43 @@
 //! Needs root, the Go harness and built `ferrolb-controller` and `ferrolb-speaker`.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use ferrolb_integration::lab::{Lab, LabOptions, components, eventually};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
-use k8s_openapi::api::events::v1::Event;
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+use ferrolb_integration::lab::{Lab, LabOptions, eventually};
+use ferrolb_integration::testkit::{
+    self as kit, APP, APP_NS, EXCLUDE_LABEL, EchoService, SPEAKER_PORT, SpeakerSetup, WORKERS,
+    label_node, print_speaker_warnings,
 };
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::Service;
+use kube::Client;
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
 
-const NS: &str = "metallb-system";
-const APP_NS: &str = "default";
-const APP: &str = "echo-hname";
 const NO_NP: &str = "echo-no-nodeport";
 const LB_IP: &str = "198.51.100.10";
-const WORKERS: [&str; 3] = ["w1-k8s", "w2-k8s", "w3-k8s"];
-const ANNOUNCE_LABEL: &str = "e2e.ferrolb.io/announce";
-const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 const TABLE: &str = "ferrolb_nat";
 const WAIT: Duration = Duration::from_secs(60);
 
-fn ar(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", kind))
-}
-
-async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-fn kubectl(lab: &Lab, args: &[&str]) {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", lab.kubeconfig_path())
-        .output()
-        .expect("kubectl");
-    assert!(out.status.success(), "kubectl {args:?}: {out:?}");
-}
-
 fn lb_ip() -> IpAddr {
     LB_IP.parse().unwrap()
-}
-
-async fn label_node(client: &Client, node: &str, key: &str, value: Option<&str>) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    nodes
-        .patch(
-            node,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {key: value}}})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("label {node}: {e}"));
 }
 
 /// Namespace, CRDs, pool, L2Advertisement (workers only), the echo Deployment (3
 /// replicas) and its LoadBalancer Service, the membership Secret; then the controller
 /// and the speakers. Returns the pod names.
 async fn set_up(lab: &Lab, client: &Client) -> BTreeSet<String> {
-    let nss: Api<Namespace> = Api::all(client.clone());
-    apply(
-        &nss,
-        NS,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )
-    .await;
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
-    kubectl(lab, &["apply", "--server-side", "-f", crds]);
-    kubectl(
-        lab,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    );
-    for w in WORKERS {
-        label_node(client, w, ANNOUNCE_LABEL, Some("yes")).await;
+    SpeakerSetup {
+        pool_name: "first-pool",
+        ..SpeakerSetup::default()
     }
-    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("IPAddressPool"));
-    apply(
-        &pools,
-        "first-pool",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "first-pool", "namespace": NS},
-            "spec": {"addresses": ["198.51.100.10-198.51.100.12"]}
-        }),
-    )
-    .await;
-    let l2: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("L2Advertisement"));
-    apply(
-        &l2,
-        "l2",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "l2", "namespace": NS},
-            "spec": {"nodeSelectors": [{"matchLabels": {ANNOUNCE_LABEL: "yes"}}]}
-        }),
-    )
-    .await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), APP_NS);
-    apply(
-        &deployments,
-        APP,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": APP, "namespace": APP_NS, "labels": {"app": APP}},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": {"app": APP}},
-                "template": {
-                    "metadata": {"labels": {"app": APP}},
-                    "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}
-                }
-            }
-        }),
-    )
-    .await;
-    let svcs: Api<Service> = Api::namespaced(client.clone(), APP_NS);
-    apply(
-        &svcs,
-        APP,
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": APP, "namespace": APP_NS},
-            "spec": {"type": "LoadBalancer", "selector": {"app": APP},
-                     "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]}
-        }),
-    )
-    .await;
-    let pods_api: Api<Pod> = Api::namespaced(client.clone(), APP_NS);
-    let pods: BTreeSet<String> =
-        eventually("3 echo pods running", Duration::from_secs(120), || async {
-            let list = pods_api
-                .list(&ListParams::default().labels(&format!("app={APP}")))
-                .await
-                .map_err(|e| e.to_string())?;
-            let running: BTreeSet<String> = list
-                .items
-                .iter()
-                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-                .map(|p| p.metadata.name.clone().unwrap_or_default())
-                .collect();
-            if running.len() == 3 {
-                Ok(running)
-            } else {
-                Err(format!("running: {running:?}"))
-            }
-        })
-        .await
-        .expect("pods");
-    let mut key = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .expect("random key");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let mut secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ferrolb-memberlist", "namespace": NS}
-    }))
-    .unwrap();
-    secret.data = Some([("secretkey".to_string(), ByteString(key))].into());
-    secrets
-        .create(&Default::default(), &secret)
-        .await
-        .expect("create secret");
-    lab.restart_controller().expect("start controller");
-    for n in lab.topology().nodes() {
-        lab.restart_speaker(&n.name).expect("start speaker");
-    }
-    pods
+    .run(lab, client)
+    .await
 }
 
 /// The Service's ingress once it has one: (address, ipMode).
 async fn wait_ingress(svcs: &Api<Service>, name: &str) -> (IpAddr, Option<String>) {
-    eventually(&format!("{name} gets an address"), WAIT, || async {
-        let s = svcs.get(name).await.map_err(|e| e.to_string())?;
-        s.status
-            .and_then(|s| s.load_balancer)
-            .and_then(|l| l.ingress)
-            .into_iter()
-            .flatten()
-            .find_map(|i| {
-                i.ip.as_deref()
-                    .and_then(|ip| ip.parse().ok())
-                    .map(|ip| (ip, i.ip_mode.clone()))
-            })
-            .ok_or_else(|| "no ingress yet".to_string())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    kit::wait_ingress_mode(svcs, name, WAIT).await
 }
 
 /// The Service's first nodePort.
@@ -258,13 +88,7 @@ fn tables(lab: &Lab, np: u16) -> (Vec<String>, Vec<String>) {
 
 /// The node whose MAC the client has for the address, after asking afresh.
 fn announcer(lab: &Lab) -> Option<String> {
-    lab.flush_neighbour("client", lb_ip()).expect("flush");
-    let _ = lab.curl(
-        "client",
-        &format!("http://{LB_IP}/"),
-        Duration::from_millis(1500),
-    );
-    lab.announcer("client", lb_ip()).expect("announcer")
+    kit::announcer(lab, lb_ip(), true)
 }
 
 fn request(lab: &Lab, url: &str) -> Result<String, String> {
@@ -313,69 +137,26 @@ async fn wait_forwarded_skip(
     })
     .await
     .unwrap_or_else(|e| {
-        for n in lab.topology().nodes() {
-            let log = lab.paths().log(&components::speaker_name(&n.name));
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            for line in text.lines().filter(|l| {
-                l.contains("NodePort") || l.contains("announcing") || l.contains("WARN")
-            }) {
-                eprintln!("log {}: {line}", n.name);
-            }
-        }
+        kit::print_speaker_log_lines(lab, usize::MAX, |l| {
+            l.contains("NodePort") || l.contains("announcing") || l.contains("WARN")
+        });
         panic!("{e}")
     })
 }
 
 /// The HTTP status of a speaker's /readyz (0: no answer).
 fn readyz(lab: &Lab, node: &str) -> u16 {
-    let out = lab
-        .exec(
-            node,
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "3",
-                "http://127.0.0.1:7473/readyz",
-            ],
-        )
-        .expect("exec curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
-fn print_speaker_warnings(lab: &Lab) {
-    for n in lab.topology().nodes() {
-        let log = lab.paths().log(&components::speaker_name(&n.name));
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        for line in text
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .take(20)
-        {
-            eprintln!("log {}: {line}", n.name);
-        }
-    }
+    kit::readyz(lab, node, SPEAKER_PORT)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodeport_dnat_carries_proxy_mode_addresses() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 3,
+    let (lab, client) = kit::up(LabOptions {
         controller_args: vec!["--lb-ip-mode".into(), "Proxy".into()],
         speaker_args: vec!["--nodeport-dnat".into()],
-        ..LabOptions::default()
+        ..kit::bare(3)
     })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
+    .await;
     let pods = set_up(&lab, &client).await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), APP_NS);
     let (ip, mode) = wait_ingress(&svcs, APP).await;
@@ -463,35 +244,18 @@ async fn nodeport_dnat_carries_proxy_mode_addresses() {
     eprintln!("after recovery of {leader}: {after}");
 
     // A Service without NodePorts: a Warning event from the node leading its address.
-    apply(
-        &svcs,
-        NO_NP,
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": NO_NP, "namespace": APP_NS},
-            "spec": {"type": "LoadBalancer", "selector": {"app": APP},
-                     "allocateLoadBalancerNodePorts": false,
-                     "ports": [{"port": 8080, "targetPort": 80, "protocol": "TCP"}]}
-        }),
-    )
+    EchoService {
+        port: 8080,
+        spec: json!({"allocateLoadBalancerNodePorts": false}),
+        ..EchoService::new(NO_NP)
+    }
+    .apply(&client, APP_NS, APP)
     .await;
     let (no_np_ip, _) = wait_ingress(&svcs, NO_NP).await;
-    let events: Api<Event> = Api::namespaced(client.clone(), APP_NS);
-    let note = eventually("NoNodePortForDNAT event", WAIT, || async {
-        let list = events
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
-            .iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(NO_NP))
-            .filter(|e| e.reason.as_deref() == Some("NoNodePortForDNAT"))
-            .filter(|e| e.type_.as_deref() == Some("Warning"))
-            .find_map(|e| e.note.clone())
-            .ok_or_else(|| "no such event yet".to_string())
+    let note = kit::wait_event_where(&client, (APP_NS, NO_NP), "NoNodePortForDNAT", WAIT, |e| {
+        e.type_.as_deref() == Some("Warning") && e.note.is_some()
     })
-    .await
-    .expect("event");
+    .await;
     assert!(
         note.contains(&format!("{APP_NS}/{NO_NP}"))
             && note.contains("spec.allocateLoadBalancerNodePorts")
@@ -535,15 +299,11 @@ async fn nodeport_dnat_carries_proxy_mode_addresses() {
 /// nothing carries it: kube-proxy leaves it alone and the speaker installs no table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_nodeport_dnat_proxy_mode_addresses_are_unreachable() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 3,
+    let (lab, client) = kit::up(LabOptions {
         controller_args: vec!["--lb-ip-mode".into(), "Proxy".into()],
-        ..LabOptions::default()
+        ..kit::bare(3)
     })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
+    .await;
     let pods = set_up(&lab, &client).await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), APP_NS);
     let (ip, mode) = wait_ingress(&svcs, APP).await;
