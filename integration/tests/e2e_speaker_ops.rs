@@ -22,35 +22,22 @@
 //! Run with `--nocapture --test-threads=1`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrolb_integration::lab::{Lab, LabOptions, components, eventually, process, topology};
-use ferrolb_speaker::announce::iface::IfaceFacts;
-use ferrolb_speaker::announce::socket::{L2Socket, PacketSocket};
-use ferrolb_speaker::packet::{ArpFrame, ArpOp, MacAddr};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
-use k8s_openapi::api::events::v1::Event;
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+use ferrolb_integration::lab::{Lab, components, eventually, process, topology};
+use ferrolb_integration::testkit::frames::client_neighbour;
+use ferrolb_integration::testkit::{
+    self as kit, APP_NS, CLIENT_NS, EchoService, MEMBERLIST_SECRET as SECRET, PacketSock,
+    SpeakerSetup, WORKERS, ip, metric, metrics, node_names, node_of_mac, print_speaker_warnings,
+    put_key, random_key, speaker_log,
 };
-use nix::sched::{CloneFlags, setns};
+use ferrolb_speaker::packet::{ArpFrame, ArpOp, MacAddr};
+use kube::Client;
 use serde_json::{Value, json};
 
-const NS: &str = "metallb-system";
-const APP_NS: &str = "default";
-const APP: &str = "echo-hname";
-const SECRET: &str = "ferrolb-memberlist";
-const ANNOUNCE_LABEL: &str = "e2e.ferrolb.io/announce";
-const WORKERS: [&str; 3] = ["w1-k8s", "w2-k8s", "w3-k8s"];
 const WAIT: Duration = Duration::from_secs(60);
-const CLIENT_NS: &str = "flb-client";
-const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
 const POOL: &str = "198.51.100.10-198.51.100.15";
 /// The foreign host's namespace, its switch port and its MAC (locally administered).
 const ROGUE_NS: &str = "flb-t-rogue";
@@ -64,437 +51,53 @@ const LATE_SECRET: &str = "ferrolb-memberlist-late";
 const LATE_BY: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------
-// Cluster set-up, as in e2e_speaker.rs and e2e_speaker_l2.rs.
-
-fn ar(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", kind))
-}
-
-async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-fn kubectl(lab: &Lab, args: &[&str]) {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", lab.kubeconfig_path())
-        .output()
-        .expect("kubectl");
-    assert!(out.status.success(), "kubectl {args:?}: {out:?}");
-}
-
-fn random_key(len: usize) -> Vec<u8> {
-    let mut key = vec![0u8; len];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .expect("random key");
-    key
-}
-
-/// Creates or replaces membership Secret `name` with `key`.
-async fn put_key(client: &Client, name: &str, key: &[u8]) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let mut s: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": NS}
-    }))
-    .unwrap();
-    s.data = Some([("secretkey".to_string(), ByteString(key.to_vec()))].into());
-    match secrets.get_opt(name).await.expect("get secret") {
-        Some(old) => {
-            s.metadata.resource_version = old.metadata.resource_version;
-            secrets
-                .replace(name, &PostParams::default(), &s)
-                .await
-                .expect("replace secret");
-        }
-        None => {
-            secrets
-                .create(&PostParams::default(), &s)
-                .await
-                .expect("create secret");
-        }
-    }
-}
-
-async fn label_node(client: &Client, node: &str, key: &str, value: Option<&str>) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    nodes
-        .patch(
-            node,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {key: value}}})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("label {node}: {e}"));
-}
+// Cluster set-up (testkit).
 
 /// Namespace, CRDs, the membership Secret (with `key`), the pool, an L2Advertisement
-/// for the workers, the echo Deployment and `services` (name, port, annotations);
-/// then controller and speakers. Returns the running pods' names.
+/// for the workers, 2 echo pods and `services` (name, port, annotations); then
+/// controller and speakers. Returns the running pods' names.
 async fn setup(
     lab: &Lab,
     client: &Client,
     key: &[u8],
     services: &[(&str, u16, Value)],
 ) -> BTreeSet<String> {
-    let nss: Api<Namespace> = Api::all(client.clone());
-    apply(
-        &nss,
-        NS,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )
-    .await;
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
-    kubectl(lab, &["apply", "--server-side", "-f", crds]);
-    kubectl(
-        lab,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    );
-    put_key(client, SECRET, key).await;
-    for w in WORKERS {
-        label_node(client, w, ANNOUNCE_LABEL, Some("yes")).await;
-    }
-    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("IPAddressPool"));
-    apply(
-        &pools,
-        "pool",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "pool", "namespace": NS},
-            "spec": {"addresses": [POOL]}
-        }),
-    )
-    .await;
-    let l2: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("L2Advertisement"));
-    apply(
-        &l2,
-        "l2",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "l2", "namespace": NS},
-            "spec": {"nodeSelectors": [{"matchLabels": {ANNOUNCE_LABEL: "yes"}}]}
-        }),
-    )
-    .await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), APP_NS);
-    apply(
-        &deployments,
-        APP,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": APP, "namespace": APP_NS, "labels": {"app": APP}},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": APP}},
-                "template": {
-                    "metadata": {"labels": {"app": APP}},
-                    "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}
-                }
-            }
-        }),
-    )
-    .await;
-    let svcs: Api<Service> = Api::namespaced(client.clone(), APP_NS);
-    for (name, port, annotations) in services {
-        apply(
-            &svcs,
-            name,
-            json!({"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": name, "namespace": APP_NS, "annotations": annotations},
-                   "spec": {"type": "LoadBalancer", "selector": {"app": APP},
-                            "ports": [{"port": port, "targetPort": 80, "protocol": "TCP"}]}}),
-        )
-        .await;
-    }
-    let pods_api: Api<Pod> = Api::namespaced(client.clone(), APP_NS);
-    let pods = eventually("echo pods running", Duration::from_secs(120), || async {
-        let list = pods_api
-            .list(&ListParams::default().labels(&format!("app={APP}")))
-            .await
-            .map_err(|e| e.to_string())?;
-        let running: BTreeSet<String> = list
-            .items
+    SpeakerSetup {
+        pool: vec![POOL],
+        replicas: 2,
+        services: services
             .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .map(|p| p.metadata.name.clone().unwrap_or_default())
-            .collect();
-        if running.len() == 2 {
-            Ok(running)
-        } else {
-            Err(format!("running: {running:?}"))
-        }
-    })
-    .await
-    .expect("pods");
-    lab.restart_controller().expect("start controller");
-    for n in node_names(lab) {
-        lab.restart_speaker(&n).expect("start speaker");
+            .map(|(name, port, annotations)| EchoService {
+                port: *port,
+                annotations: annotations.clone(),
+                ..EchoService::new(name)
+            })
+            .collect(),
+        key: Some(key.to_vec()),
+        ..SpeakerSetup::default()
     }
-    pods
-}
-
-fn node_names(lab: &Lab) -> Vec<String> {
-    lab.topology().nodes().map(|n| n.name.clone()).collect()
+    .run(lab, client)
+    .await
 }
 
 /// The IPv4 address in a Service's status, once it has one.
 async fn wait_ingress(client: &Client, name: &str) -> Ipv4Addr {
-    let svcs: Api<Service> = Api::namespaced(client.clone(), APP_NS);
-    eventually(&format!("{name} gets an address"), WAIT, || async {
-        let s = svcs.get(name).await.map_err(|e| e.to_string())?;
-        s.status
-            .and_then(|s| s.load_balancer)
-            .and_then(|l| l.ingress)
-            .into_iter()
-            .flatten()
-            .find_map(|i| i.ip.and_then(|ip| ip.parse().ok()))
-            .ok_or_else(|| "no ingress yet".to_string())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    let svcs = kube::Api::namespaced(client.clone(), APP_NS);
+    kit::ipv4(kit::wait_ingress(&svcs, name, WAIT).await)
 }
 
 /// Nodes named by the ServiceL2Status objects of Service `svc`.
 async fn l2_status_nodes(client: &Client, svc: &str) -> Result<Vec<String>, String> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), APP_NS, &ar("ServiceL2Status"));
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|o| o.data["status"]["serviceName"] == svc)
-        .filter_map(|o| o.data["status"]["node"].as_str().map(String::from))
-        .collect())
-}
-
-fn metrics(lab: &Lab, node: &str) -> String {
-    let out = lab
-        .exec(
-            node,
-            &[
-                "curl",
-                "-sf",
-                "--max-time",
-                "3",
-                "http://127.0.0.1:7473/metrics",
-            ],
-        )
-        .expect("exec curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The value of sample `name{labels}` (exact label text, `""` for none).
-fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-fn speaker_log(lab: &Lab, node: &str) -> String {
-    std::fs::read_to_string(lab.daemon_log(&components::speaker_name(node))).unwrap_or_default()
-}
-
-/// Prints the speakers' warnings and errors, for whoever reads the output.
-fn print_speaker_warnings(lab: &Lab) {
-    for n in node_names(lab) {
-        for line in speaker_log(lab, &n)
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .take(20)
-        {
-            eprintln!("log {n}: {line}");
-        }
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// MAC of `iface` in namespace `netns`.
-fn mac_of(netns: &str, iface: &str) -> MacAddr {
-    let out = Command::new("ip")
-        .args(["-n", netns, "-o", "link", "show", iface])
-        .output()
-        .expect("ip link");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    words
-        .find(|w| *w == "link/ether")
-        .and_then(|_| words.next())
-        .and_then(ferrolb_speaker::announce::iface::parse_mac)
-        .unwrap_or_else(|| panic!("no MAC for {iface} in {netns}: {text}"))
-}
-
-/// Node whose `eth0` has `mac`.
-fn node_of_mac(lab: &Lab, mac: MacAddr) -> Option<String> {
-    node_names(lab)
-        .into_iter()
-        .find(|n| mac_of(&format!("flb-{n}"), topology::HOST_IF) == mac)
-}
-
-/// The client's neighbour entry for `addr`, whatever its state: (MAC, state).
-fn client_neighbour(addr: Ipv4Addr) -> Option<(MacAddr, String)> {
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            CLIENT_NS,
-            "neigh",
-            "show",
-            "to",
-            &addr.to_string(),
-            "dev",
-            topology::HOST_IF,
-        ])
-        .output()
-        .expect("ip neigh");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    words.find(|w| *w == "lladdr")?;
-    let mac = words
-        .next()
-        .and_then(ferrolb_speaker::announce::iface::parse_mac)?;
-    Some((mac, words.last().unwrap_or_default().to_string()))
+    kit::l2_status_nodes(client, APP_NS, svc).await
 }
 
 // ---------------------------------------------------------------------------
-// Raw frames from inside a namespace (as in e2e_speaker_l2.rs).
-
-/// A packet socket opened inside a network namespace, with the speaker's BPF filter
-/// (ARP and neighbour discovery not sent by this interface). The namespace is entered
-/// by a short-lived thread; the socket stays in it whichever thread uses it.
-struct PacketSock {
-    sock: PacketSocket,
-    mac: MacAddr,
-}
-
-impl PacketSock {
-    fn open(netns: &str, iface: &str) -> Self {
-        let out = Command::new("ip")
-            .args(["-n", netns, "-o", "link", "show", iface])
-            .output()
-            .expect("ip link");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let index: u32 = text
-            .split(':')
-            .next()
-            .and_then(|i| i.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no index for {iface} in {netns}: {text}"));
-        let mac = mac_of(netns, iface);
-        let facts = IfaceFacts {
-            name: iface.to_string(),
-            index,
-            mac,
-            up: true,
-            loopback: false,
-            noarp: false,
-            broadcast: true,
-            ethernet: true,
-            has_master: false,
-            ipv6_link_local: false,
-        };
-        let ns = netns.to_string();
-        let sock = std::thread::spawn(move || -> std::io::Result<PacketSocket> {
-            let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
-            setns(f, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-            PacketSocket::open(&facts, Duration::from_millis(5))
-        })
-        .join()
-        .expect("netns thread")
-        .unwrap_or_else(|e| panic!("packet socket on {iface} in {netns}: {e}"));
-        PacketSock { sock, mac }
-    }
-
-    fn send(&self, frame: &[u8]) {
-        self.sock.send(frame).expect("send frame");
-    }
-
-    /// One frame, waiting at most `wait` (rounded up to the 5 ms receive timeout).
-    fn recv(&self, buf: &mut [u8], wait: Duration) -> Option<usize> {
-        let t0 = Instant::now();
-        loop {
-            match self.sock.recv(buf) {
-                Ok(Some(n)) => return Some(n),
-                Ok(None) if t0.elapsed() < wait => {}
-                _ => return None,
-            }
-        }
-    }
-
-    fn drain(&self) {
-        let mut buf = [0u8; 2048];
-        while self.recv(&mut buf, Duration::ZERO).is_some() {}
-    }
-
-    /// ARP frames received within `wait`.
-    fn arp_frames(&self, wait: Duration) -> Vec<ArpFrame> {
-        let t0 = Instant::now();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 2048];
-        while let Some(left) = wait.checked_sub(t0.elapsed()) {
-            let Some(n) = self.recv(&mut buf, left) else {
-                break;
-            };
-            if let Ok(a) = ArpFrame::decode(&buf[..n]) {
-                out.push(a);
-            }
-        }
-        out
-    }
-}
+// Raw frames from inside a namespace (testkit::frames, as in e2e_speaker_l2.rs).
 
 /// Asks who has `target` (one ARP request from the client) and returns the MACs
 /// that answered within 300 ms.
 fn arp_answerers(sock: &PacketSock, target: Ipv4Addr) -> BTreeSet<MacAddr> {
-    sock.drain();
-    sock.send(
-        &ArpFrame {
-            eth_dst: MacAddr::BROADCAST,
-            eth_src: sock.mac,
-            op: ArpOp::Request,
-            sender_mac: sock.mac,
-            sender_ip: CLIENT_V4,
-            target_mac: MacAddr::ZERO,
-            target_ip: target,
-            padding: vec![0; 18],
-        }
-        .encode(),
-    );
-    sock.arp_frames(Duration::from_millis(300))
-        .into_iter()
-        .filter(|a| a.op == ArpOp::Reply && a.sender_ip == target)
-        .map(|a| a.sender_mac)
-        .collect()
+    kit::arp_answerers(sock, target, 1, Duration::from_millis(300))
 }
 
 /// The foreign host: namespace `flb-t-rogue` whose `eth0` (MAC [`ROGUE_MAC`], no
@@ -585,14 +188,10 @@ fn claim(mac: MacAddr, addr: Ipv4Addr) -> Vec<u8> {
 
 /// `DuplicateAnnouncer` events on Service `svc`: (note, reporting instance).
 async fn duplicate_events(client: &Client, svc: &str) -> Vec<(String, String)> {
-    let events: Api<Event> = Api::namespaced(client.clone(), APP_NS);
-    events
-        .list(&ListParams::default())
+    kit::events_about(client, APP_NS, svc)
         .await
         .expect("list events")
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(svc))
         .filter(|e| e.reason.as_deref() == Some(REASON))
         .inspect(|e| assert_eq!(e.type_.as_deref(), Some("Warning"), "{e:?}"))
         .map(|e| {
@@ -620,14 +219,7 @@ fn curl_ok(lab: &Lab, url: &str, pods: &BTreeSet<String>) -> Result<(), String> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_claim_is_reported_and_reasserted_and_the_address_stays() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 3,
-        ..LabOptions::default()
-    })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
+    let (lab, client) = kit::up(kit::bare(3)).await;
     // Two Services sharing one address (ports 80 and 8080).
     let shared = "198.51.100.10";
     let annotations = json!({"metallb.io/allow-shared-ip": "ops",
@@ -716,7 +308,9 @@ async fn a_foreign_claim_is_reported_and_reasserted_and_the_address_stays() {
         ]);
         assert_eq!(client_neighbour(addr).map(|n| n.0), Some(ROGUE_MAC));
         probe.drain();
-        rogue_sock.send(&claim(ROGUE_MAC, addr));
+        rogue_sock
+            .send(&claim(ROGUE_MAC, addr))
+            .expect("send frame");
         let seen = probe.arp_frames(Duration::from_millis(1500));
         let foreign = seen
             .iter()
@@ -836,14 +430,7 @@ async fn a_foreign_claim_is_reported_and_reasserted_and_the_address_stays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_membership_key_moves_nothing() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 3,
-        ..LabOptions::default()
-    })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
+    let (lab, client) = kit::up(kit::bare(3)).await;
     // Six addresses, so that (by rendezvous hashing) more than one worker leads some.
     let names = ["rot-a", "rot-b", "rot-c", "rot-d", "rot-e", "rot-f"];
     let services: Vec<(&str, u16, Value)> = names.iter().map(|n| (*n, 80, json!({}))).collect();
