@@ -12,57 +12,28 @@
 //! Needs root, the Go harness and a release or debug `ferrolb-controller`.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually};
+use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually, topology};
+use ferrolb_integration::testkit::stats::Samples;
+use ferrolb_integration::testkit::{self as kit, CONTROLLER_PORT, env_usize, ingress, percentile};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams,
-};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 
-const NS: &str = "metallb-system";
 const BENCH_NS: &str = "bench";
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
-fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
-    v.sort_by(|a, b| a.total_cmp(b));
+fn summary(name: &str, unit: &str, v: Vec<f64>) {
+    let v = Samples::new(v);
     println!(
         "{name}: median {:.1} {unit}, spread {:.1}..{:.1} {unit} over {} runs",
-        percentile(&v, 0.5),
-        v.first().copied().unwrap_or(f64::NAN),
-        v.last().copied().unwrap_or(f64::NAN),
+        v.median(),
+        v.min(),
+        v.max(),
         v.len()
     );
-}
-
-fn ingress(svc: &Service) -> Vec<String> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect()
 }
 
 fn controller_pid(lab: &Lab) -> Option<u32> {
@@ -72,25 +43,12 @@ fn controller_pid(lab: &Lab) -> Option<u32> {
 
 /// Peak resident set (VmHWM) of a process, in MiB.
 fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    let (_, hwm) = kit::rss_kib(i32::try_from(pid).ok()?)?;
+    Some(hwm as f64 / 1024.0)
 }
 
 fn controller_ready(lab: &Lab) -> bool {
-    lab.exec(
-        "m-k8s",
-        &[
-            "curl",
-            "-sf",
-            "--max-time",
-            "2",
-            "http://127.0.0.1:7472/readyz",
-        ],
-    )
-    .map(|o| o.status.success())
-    .unwrap_or(false)
+    kit::readyz(lab, topology::CONTROL_PLANE, CONTROLLER_PORT) == 200
 }
 
 fn service(i: usize) -> Service {
@@ -188,65 +146,14 @@ async fn delete_all(client: &kube::Client) {
 async fn main() {
     let n = env_usize("FERROLB_BENCH_SERVICES", 1000);
     let runs = env_usize("FERROLB_BENCH_RUNS", 3).max(1);
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 1,
+    let (lab, client) = kit::up(LabOptions {
         ip_family: IpFamily::DualStack,
-        ..LabOptions::default()
+        ..kit::bare(1)
     })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
-    let nss: Api<Namespace> = Api::all(client.clone());
-    for ns in [NS, BENCH_NS] {
-        nss.patch(
-            ns,
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-            ),
-        )
-        .await
-        .expect("namespace");
-    }
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
-    let ok = Command::new("kubectl")
-        .args(["apply", "--server-side", "-f", crds])
-        .env("KUBECONFIG", lab.kubeconfig_path())
-        .status()
-        .expect("kubectl")
-        .success()
-        && Command::new("kubectl")
-            .args([
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd",
-                "--all",
-            ])
-            .env("KUBECONFIG", lab.kubeconfig_path())
-            .status()
-            .expect("kubectl")
-            .success();
-    assert!(ok, "CRDs not installed");
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "metallb.io",
-        "v1beta1",
-        "IPAddressPool",
-    ));
-    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
-    pools
-        .patch(
-            "bench",
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-                "metadata": {"name": "bench", "namespace": NS},
-                "spec": {"addresses": ["2001:db8:100::/112"]}
-            })),
-        )
-        .await
-        .expect("pool");
+    .await;
+    kit::install_crds(&lab, &client).await;
+    kit::apply_namespace(&client, BENCH_NS).await;
+    kit::apply_pool(&client, "bench", &["2001:db8:100::/112"]).await;
     lab.restart_controller().expect("start controller");
     eventually("controller ready", Duration::from_secs(60), || async {
         if controller_ready(&lab) {

@@ -10,56 +10,28 @@
 //!
 //! Needs root, the Go harness and built `ferrolb-controller` / `ferrolb-speaker`.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ferrolb_integration::lab::{Lab, LabOptions, eventually};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use nix::sched::{CloneFlags, setns};
-use serde_json::{Value, json};
+use ferrolb_integration::lab::{Lab, eventually};
+use ferrolb_integration::testkit::frames::spawn_in_netns;
+use ferrolb_integration::testkit::stats::Samples;
+use ferrolb_integration::testkit::{self as kit, APP, APP_NS, CLIENT_NS, EchoService};
+use serde_json::json;
 
-const NS: &str = "metallb-system";
 const LB_IP: &str = "198.51.100.10";
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn print_summary(name: &str, mut v: Vec<f64>) {
-    v.sort_by(|a, b| a.total_cmp(b));
+fn print_summary(name: &str, v: Vec<f64>) {
+    let v = Samples::new(v);
     println!(
         "{name}: median {:.0} ms, p99 {:.0} ms, min {:.0} ms, max {:.0} ms over {} trials",
-        percentile(&v, 0.5),
-        percentile(&v, 0.99),
-        v[0],
-        v[v.len() - 1],
+        v.median(),
+        v.percentile(0.99),
+        v.min(),
+        v.max(),
         v.len()
-    );
-}
-
-fn kubectl(lab: &Lab, args: &[&str], stdin: Option<&str>) {
-    let mut cmd = Command::new("kubectl");
-    cmd.args(args).env("KUBECONFIG", lab.kubeconfig_path());
-    if stdin.is_some() {
-        cmd.stdin(std::process::Stdio::piped());
-    }
-    let mut child = cmd.spawn().expect("kubectl");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write");
-    }
-    assert!(
-        child.wait().expect("kubectl").success(),
-        "kubectl {args:?} failed"
     );
 }
 
@@ -83,11 +55,9 @@ fn request(addr: SocketAddr) -> bool {
 fn start_prober() -> (mpsc::Receiver<(Instant, bool)>, mpsc::Sender<()>) {
     let (tx, rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let ns = File::open("/run/netns/flb-client").expect("client netns");
-        // This thread alone enters the client's namespace: nothing it sends can leave
-        // the lab, and the rest of the process stays in the root namespace.
-        setns(ns, CloneFlags::CLONE_NEWNET).expect("setns");
+    // This thread alone enters the client's namespace: nothing it sends can leave the
+    // lab, and the rest of the process stays in the root namespace.
+    spawn_in_netns(CLIENT_NS, move || {
         let addr: SocketAddr = format!("{LB_IP}:80").parse().expect("addr");
         let end = Instant::now() + Duration::from_secs(120);
         let mut next = Instant::now();
@@ -119,13 +89,7 @@ fn leader(lab: &Lab) -> String {
     let ip = LB_IP.parse().expect("ip");
     let end = Instant::now() + Duration::from_secs(20);
     loop {
-        lab.flush_neighbour("client", ip).expect("flush");
-        let _ = lab.curl(
-            "client",
-            &format!("http://{LB_IP}/"),
-            Duration::from_secs(2),
-        );
-        if let Some(who) = lab.announcer("client", ip).expect("announcer") {
+        if let Some(who) = kit::announcer(lab, ip, true) {
             return who;
         }
         assert!(Instant::now() < end, "nobody announces {LB_IP} for 20 s");
@@ -182,134 +146,30 @@ async fn settle(lab: &Lab) {
     .expect("address answers");
 }
 
-async fn apply(api: &Api<DynamicObject>, name: &str, obj: Value) {
-    api.patch(
-        name,
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let trials: usize = std::env::var("FERROLB_BENCH_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 3,
-        ..LabOptions::default()
-    })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
-    let nss: Api<Namespace> = Api::all(client.clone());
-    nss.patch(
-        NS,
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})),
+    let trials = kit::env_usize("FERROLB_BENCH_TRIALS", 20);
+    let (lab, client) = kit::up(kit::bare(3)).await;
+    kit::install_crds(&lab, &client).await;
+    // The key as `kubectl create secret generic --from-literal` makes it: hex text.
+    let key: String = kit::random_key(32)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    kit::put_key(&client, kit::MEMBERLIST_SECRET, key.as_bytes()).await;
+    kit::apply_pool(&client, "bench", &["198.51.100.10-198.51.100.12"]).await;
+    kit::apply_l2(
+        &client,
+        "workers",
+        json!({"nodeSelectors": [{"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]}]}),
     )
-    .await
-    .expect("namespace");
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
-    kubectl(&lab, &["apply", "--server-side", "-f", crds], None);
-    kubectl(
-        &lab,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-        None,
-    );
-    let mut raw = [0u8; 32];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .expect("random key");
-    let key: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    kubectl(
-        &lab,
-        &[
-            "-n",
-            NS,
-            "create",
-            "secret",
-            "generic",
-            "ferrolb-memberlist",
-            &format!("--from-literal=secretkey={key}"),
-        ],
-        None,
-    );
-    let pools: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NS,
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "metallb.io",
-            "v1beta1",
-            "IPAddressPool",
-        )),
-    );
-    apply(&pools, "bench", json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-        "metadata": {"name": "bench", "namespace": NS}, "spec": {"addresses": ["198.51.100.10-198.51.100.12"]}})).await;
-    let l2: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NS,
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "metallb.io",
-            "v1beta1",
-            "L2Advertisement",
-        )),
-    );
-    apply(&l2, "workers", json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-        "metadata": {"name": "workers", "namespace": NS},
-        "spec": {"nodeSelectors": [{"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]}]}})).await;
+    .await;
     // Pods on the control-plane node only: failing a worker never removes an endpoint.
-    kubectl(
-        &lab,
-        &["apply", "-f", "-"],
-        Some(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: echo-hname, namespace: default}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: echo-hname}}
-  template:
-    metadata: {labels: {app: echo-hname}}
-    spec:
-      nodeSelector: {node-role.kubernetes.io/control-plane: ""}
-      containers: [{name: echo, image: sysnet4admin/echo-hname}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo-hname, namespace: default}
-spec:
-  type: LoadBalancer
-  selector: {app: echo-hname}
-  ports: [{port: 80, protocol: TCP}]
-"#,
-        ),
-    );
-    kubectl(
-        &lab,
-        &[
-            "rollout",
-            "status",
-            "deployment/echo-hname",
-            "--timeout=120s",
-        ],
-        None,
-    );
-    lab.restart_controller().expect("controller");
-    for n in ["m-k8s", "w1-k8s", "w2-k8s", "w3-k8s"] {
-        lab.restart_speaker(n).expect("speaker");
-    }
+    let on_control_plane = json!({"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}});
+    kit::apply_echo(&client, APP_NS, APP, 2, on_control_plane).await;
+    EchoService::new(APP).apply(&client, APP_NS, APP).await;
+    kit::wait_running_pods(&client, APP_NS, APP, 2).await;
+    kit::start_ferrolb(&lab);
     settle(&lab).await;
 
     println!("failover on the lab: a request every 10 ms from the client, {trials} trials");
