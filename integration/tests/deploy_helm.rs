@@ -38,7 +38,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ferrolb_integration::lab::{Lab, LabOptions, eventually};
+use ferrolb_integration::lab::{Lab, eventually};
+use ferrolb_integration::testkit as kit;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -720,12 +721,7 @@ async fn run_binaries_with_chart_rbac(lab: &Lab, client: &kube::Client) {
 
     // The speaker, the only one, announces the address and records it in a
     // ServiceL2Status next to the Service.
-    let gvk = GroupVersionKind::gvk("metallb.io", "v1beta1", "ServiceL2Status");
-    let l2: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "default",
-        &ApiResource::from_gvk_with_plural(&gvk, "servicel2statuses"),
-    );
+    let l2 = kit::metallb_api(client, "default", "ServiceL2Status");
     // Exactly one ServiceL2Status, naming one of the nodes.
     let (l2, nodes) = (&l2, &nodes);
     let announcer = eventually(
@@ -971,21 +967,11 @@ async fn existing(client: &kube::Client, objs: &[Obj]) -> Result<Vec<(Obj, bool)
 }
 
 fn ipaddresspools(client: &kube::Client) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool");
-    Api::namespaced_with(
-        client.clone(),
-        NS,
-        &ApiResource::from_gvk_with_plural(&gvk, "ipaddresspools"),
-    )
+    kit::metallb_api(client, NS, "IPAddressPool")
 }
 
 fn l2advertisements(client: &kube::Client) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("metallb.io", "v1beta1", "L2Advertisement");
-    Api::namespaced_with(
-        client.clone(),
-        NS,
-        &ApiResource::from_gvk_with_plural(&gvk, "l2advertisements"),
-    )
+    kit::metallb_api(client, NS, "L2Advertisement")
 }
 
 async fn names(api: &Api<DynamicObject>) -> BTreeSet<String> {
@@ -1049,14 +1035,7 @@ async fn all_gone_but_crds(client: &kube::Client, objs: &[Obj]) -> Result<(), St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_installs_upgrades_and_uninstalls_on_the_lab() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 2,
-        ..LabOptions::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("lab up: {e}"));
-    let client = lab.kube_client().await.expect("kube client");
+    let (lab, client) = kit::up(kit::bare(2)).await;
     let helm = Helm::new(Some(lab.kubeconfig_path()));
     let c = chart();
     let limit = Duration::from_secs(60);

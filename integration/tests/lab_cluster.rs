@@ -15,11 +15,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually, kubeapi, process, teardown};
+use ferrolb_integration::testkit::{self as kit, APP};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
 
-const APP: &str = "echo-hname";
 const GRACE: Duration = Duration::from_secs(20);
 
 /// `KUBECONFIG` as `lab env` prints it.
@@ -47,45 +48,22 @@ fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn running_pods(pods: &Api<Pod>, want: usize) -> Result<Vec<String>, String> {
-    let list = pods
-        .list(&ListParams::default().labels(&format!("app={APP}")))
-        .await
-        .map_err(|e| e.to_string())?;
-    let names: Vec<String> = list
-        .items
-        .iter()
-        .filter(|p| {
-            let st = p.status.as_ref();
-            st.and_then(|s| s.phase.as_deref()) == Some("Running")
-                && st.and_then(|s| s.pod_ip.as_ref()).is_some()
-                && st
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
+async fn running_pods(client: &kube::Client, want: usize) -> Result<Vec<String>, String> {
+    let (names, all) = kit::pods_where(client, "default", APP, kit::pod_ready).await?;
     if names.len() == want {
-        Ok(names)
+        Ok(names.into_iter().collect())
     } else {
-        Err(format!(
-            "{} of {} pods running and ready",
-            names.len(),
-            list.items.len()
-        ))
+        Err(format!("{} of {all} pods running and ready", names.len()))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
+    let (lab, client) = kit::up(LabOptions {
         node_monitor_grace_period: GRACE,
-        ..LabOptions::default()
+        ..kit::bare(3)
     })
-    .await
-    .unwrap_or_else(|e| panic!("lab up: {e}"));
-    let client = lab.kube_client().await.expect("kube client");
+    .await;
 
     // The API server answers from the root namespace, for kube-rs and for
     // kubectl configured by `lab env`.
@@ -115,18 +93,8 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
 
     // Tutorial: deployment, scale to 3, NodePort service.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let deployment: Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": APP, "labels": {"app": APP}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": APP}},
-            "template": {
-                "metadata": {"labels": {"app": APP}},
-                "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}
-            }
-        }
-    }))
-    .unwrap();
+    let deployment: Deployment =
+        serde_json::from_value(kit::echo_deployment("default", APP, 1, &json!({}))).unwrap();
     deployments
         .create(&PostParams::default(), &deployment)
         .await
@@ -139,10 +107,9 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
         )
         .await
         .expect("scale deployment");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod_names: BTreeSet<String> =
         eventually("3 echo pods running", Duration::from_secs(120), || {
-            running_pods(&pods, 3)
+            running_pods(&client, 3)
         })
         .await
         .expect("pods")
@@ -279,7 +246,7 @@ fn in_netns(netns: &str, pid: i32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_stack_nodeport_and_ferrolb_processes() {
     let fakes = tempfile::tempdir().unwrap();
-    let lab = Lab::up(LabOptions {
+    let (lab, client) = kit::up(LabOptions {
         workers: 1,
         ip_family: IpFamily::DualStack,
         controller_bin: Some(fake_ferrolb(fakes.path(), "fake-controller")),
@@ -287,9 +254,7 @@ async fn dual_stack_nodeport_and_ferrolb_processes() {
         require_ferrolb: true,
         ..LabOptions::default()
     })
-    .await
-    .unwrap_or_else(|e| panic!("lab up: {e}"));
-    let client = lab.kube_client().await.expect("kube client");
+    .await;
 
     // ferrolb runs as the contract says: controller in m-k8s, a speaker in
     // every node, each with the in-lab kubeconfig and its node's name; and
@@ -343,26 +308,15 @@ async fn dual_stack_nodeport_and_ferrolb_processes() {
         .expect("w1-k8s Ready after recovery");
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let deployment: Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": APP},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": APP}},
-            "template": {
-                "metadata": {"labels": {"app": APP}},
-                "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}
-            }
-        }
-    }))
-    .unwrap();
+    let deployment: Deployment =
+        serde_json::from_value(kit::echo_deployment("default", APP, 2, &json!({}))).unwrap();
     deployments
         .create(&PostParams::default(), &deployment)
         .await
         .expect("create deployment");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod_names: BTreeSet<String> =
         eventually("2 echo pods running", Duration::from_secs(120), || {
-            running_pods(&pods, 2)
+            running_pods(&client, 2)
         })
         .await
         .expect("pods")
