@@ -19,7 +19,7 @@ use ferrolb_integration::testkit::stats::Samples;
 use ferrolb_integration::testkit::{self as kit, CONTROLLER_PORT, env_usize, ingress, percentile};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -47,8 +47,16 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(hwm as f64 / 1024.0)
 }
 
-fn controller_ready(lab: &Lab) -> bool {
-    kit::readyz(lab, topology::CONTROL_PLANE, CONTROLLER_PORT) == 200
+/// Waits (at most `limit`) until the controller answers `/readyz` with 200.
+async fn wait_controller_ready(lab: &Lab, what: &str, limit: Duration) {
+    eventually(what, limit, || async {
+        match kit::readyz(lab, topology::CONTROL_PLANE, CONTROLLER_PORT) {
+            200 => Ok(()),
+            code => Err(format!("/readyz {code}")),
+        }
+    })
+    .await
+    .expect("controller ready");
 }
 
 fn service(i: usize) -> Service {
@@ -121,21 +129,11 @@ async fn run_once(client: &kube::Client, n: usize) -> (f64, Vec<f64>) {
 }
 
 async fn delete_all(client: &kube::Client) {
-    let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
-    svcs.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("delete services");
+    kit::delete_services(client, BENCH_NS).await;
     eventually("bench services gone", Duration::from_secs(120), || async {
-        let left = svcs
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .len();
-        if left == 0 {
-            Ok(())
-        } else {
-            Err(format!("{left} left"))
+        match kit::services_left(client, BENCH_NS).await? {
+            0 => Ok(()),
+            left => Err(format!("{left} left")),
         }
     })
     .await
@@ -155,15 +153,7 @@ async fn main() {
     kit::apply_namespace(&client, BENCH_NS).await;
     kit::apply_pool(&client, "bench", &["2001:db8:100::/112"]).await;
     lab.restart_controller().expect("start controller");
-    eventually("controller ready", Duration::from_secs(60), || async {
-        if controller_ready(&lab) {
-            Ok(())
-        } else {
-            Err("not ready".into())
-        }
-    })
-    .await
-    .expect("controller ready");
+    wait_controller_ready(&lab, "controller ready", Duration::from_secs(60)).await;
 
     println!("controller scale on the lab: {n} LoadBalancer Services, {runs} runs");
     let mut totals = Vec::new();
@@ -206,19 +196,12 @@ async fn main() {
     for _ in 0..runs {
         let t = Instant::now();
         lab.restart_controller().expect("restart");
-        eventually(
+        wait_controller_ready(
+            &lab,
             "controller ready after restart",
             Duration::from_secs(120),
-            || async {
-                if controller_ready(&lab) {
-                    Ok(())
-                } else {
-                    Err("not ready".into())
-                }
-            },
         )
-        .await
-        .expect("ready");
+        .await;
         ready_times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     // Give a restarted controller time to write anything it would change.

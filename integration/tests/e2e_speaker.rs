@@ -66,16 +66,7 @@ async fn wait_announced(
         if want.is_some_and(|w| w != who) || not == Some(who.as_str()) {
             return Err(format!("announced by {who}"));
         }
-        let body = lab
-            .curl(
-                "client",
-                &format!("http://{LB_IP}/"),
-                Duration::from_secs(2),
-            )
-            .map_err(|e| e.to_string())?;
-        if !pods.contains(body.trim()) {
-            return Err(format!("answer {body:?} is not a pod name"));
-        }
+        kit::ask_pod(lab, &format!("http://{LB_IP}/"), pods)?;
         let st = l2_status_nodes(client).await?;
         if st != [who.clone()] {
             return Err(format!("ServiceL2Status nodes {st:?}, ARP says {who}"));
@@ -337,14 +328,7 @@ async fn speaker_announces_fails_over_and_hands_over() {
     // Requests spread over the pods through the announced address.
     let mut seen = BTreeSet::new();
     for _ in 0..15 {
-        let body = lab
-            .curl(
-                "client",
-                &format!("http://{LB_IP}/"),
-                Duration::from_secs(2),
-            )
-            .expect("request");
-        seen.insert(body.trim().to_string());
+        seen.insert(kit::ask(&lab, &format!("http://{LB_IP}/")).expect("request"));
     }
     assert!(seen.is_subset(&pods) && seen.len() >= 2, "answers {seen:?}");
     // MetalLB's layer-2 counters: the client's ARP requests (each `announcer(.., true)`
@@ -508,12 +492,7 @@ async fn speaker_announces_fails_over_and_hands_over() {
     // A pod on the failed node stays an endpoint until the node is NotReady, so only
     // eventual success is required here.
     eventually("requests answered after the failover", WAIT, || async {
-        lab.curl(
-            "client",
-            &format!("http://{LB_IP}/"),
-            Duration::from_secs(2),
-        )
-        .map_err(|e| e.to_string())
+        kit::ask(&lab, &format!("http://{LB_IP}/"))
     })
     .await
     .expect("answers after failover");

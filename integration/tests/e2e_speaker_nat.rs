@@ -92,10 +92,7 @@ fn announcer(lab: &Lab) -> Option<String> {
 }
 
 fn request(lab: &Lab, url: &str) -> Result<String, String> {
-    let body = lab
-        .curl("client", url, Duration::from_secs(2))
-        .map_err(|e| e.to_string())?;
-    Ok(body.trim().to_string())
+    kit::ask(lab, url)
 }
 
 /// Waits until the address is announced by a node other than `not`, requests through

@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrolb_integration::lab::{Lab, components, eventually, process, topology};
+use ferrolb_integration::lab::{Lab, eventually, topology};
 use ferrolb_integration::testkit::frames::client_neighbour;
 use ferrolb_integration::testkit::{
     self as kit, APP_NS, CLIENT_NS, EchoService, MEMBERLIST_SECRET as SECRET, PacketSock,
@@ -204,14 +204,7 @@ async fn duplicate_events(client: &Client, svc: &str) -> Vec<(String, String)> {
 }
 
 fn curl_ok(lab: &Lab, url: &str, pods: &BTreeSet<String>) -> Result<(), String> {
-    let body = lab
-        .curl("client", url, Duration::from_secs(2))
-        .map_err(|e| e.to_string())?;
-    if pods.contains(body.trim()) {
-        Ok(())
-    } else {
-        Err(format!("{url} answered {body:?}, not a pod name"))
-    }
+    kit::ask_pod(lab, url, pods).map(drop)
 }
 
 // ---------------------------------------------------------------------------
@@ -447,28 +440,15 @@ async fn rotating_the_membership_key_moves_nothing() {
     // its key from another Secret, with the same contents, updated later.
     let late = LATE_NODE;
     put_key(&client, LATE_SECRET, &key).await;
-    lab.stop_daemon(&components::speaker_name(late), Duration::from_secs(5))
-        .expect("stop speaker");
-    let bin = lab.speaker_bin().expect("speaker built");
-    process::spawn(
-        lab.paths(),
-        &components::speaker(
-            lab.paths(),
-            lab.topology().node(late).unwrap(),
-            &bin,
-            &["--memberlist-secret".to_string(), LATE_SECRET.to_string()],
-        ),
-    )
-    .expect("start the late speaker");
+    kit::respawn_speaker(
+        &lab,
+        late,
+        &["--memberlist-secret".to_string(), LATE_SECRET.to_string()],
+    );
 
     let live = |node: &str| metric(&metrics(&lab, node), "ferrolb_speaker_members_live", "");
     eventually("every speaker sees every member", WAIT, || async {
-        for n in &nodes {
-            if live(n) != Some(nodes.len() as f64) {
-                return Err(format!("{n}: {:?} live", live(n)));
-            }
-        }
-        Ok(())
+        kit::members_live(&lab, &nodes, nodes.len())
     })
     .await
     .expect("membership");
@@ -579,14 +559,7 @@ async fn rotating_the_membership_key_moves_nothing() {
     eventually(
         "the restarted speaker is a member everywhere",
         WAIT,
-        || async {
-            for n in &nodes {
-                if live(n) != Some(nodes.len() as f64) {
-                    return Err(format!("{n}: {:?} live", live(n)));
-                }
-            }
-            Ok(())
-        },
+        || async { kit::members_live(&lab, &nodes, nodes.len()) },
     )
     .await
     .expect("rejoined");

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, LoadBalancerIngress, Namespace, Node, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
@@ -285,15 +285,20 @@ where
     .with_context(|| format!("applying {name}"))
 }
 
-/// The addresses in a Service's `status.loadBalancer.ingress` (what
-/// `kubectl get service` shows as EXTERNAL-IP).
-pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
+/// The entries of a Service's `status.loadBalancer.ingress`.
+pub fn lb_ingress(svc: &Service) -> &[LoadBalancerIngress] {
     svc.status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
+        .and_then(|l| l.ingress.as_deref())
+        .unwrap_or_default()
+}
+
+/// The addresses in a Service's `status.loadBalancer.ingress` (what
+/// `kubectl get service` shows as EXTERNAL-IP).
+pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
+    lb_ingress(svc)
+        .iter()
         .filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()))
         .collect()
 }

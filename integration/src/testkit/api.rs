@@ -12,13 +12,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::{CONFIG_NS, ECHO_IMAGE, PODS_WAIT};
 use crate::lab::eventually;
 
-pub use crate::e2e::{POOL_ANNOTATION, ingress_ips, metallb};
+pub use crate::e2e::{POOL_ANNOTATION, ingress_ips, lb_ingress, metallb};
 
 /// Server-side apply of `obj` (named `name`) through `api`, forced, as
 /// [`crate::e2e::apply`] does it; panics on failure.
@@ -201,26 +201,15 @@ pub async fn put_key(client: &Client, name: &str, key: &[u8]) {
 
 /// The addresses in a Service's status, as written (strings, in order).
 pub fn ingress(svc: &Service) -> Vec<String> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
+    lb_ingress(svc)
+        .iter()
         .filter_map(|i| i.ip.clone())
         .collect()
 }
 
 /// The `ipMode` of each address in a Service's status.
 pub fn ip_modes(svc: &Service) -> Vec<Option<String>> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .map(|i| i.ip_mode.clone())
-        .collect()
+    lb_ingress(svc).iter().map(|i| i.ip_mode.clone()).collect()
 }
 
 /// Polls Service `name` until `check` accepts it, for at most `limit`;
@@ -262,16 +251,11 @@ pub async fn wait_ingress_mode(
 ) -> (IpAddr, Option<String>) {
     let what = format!("{name} gets an address");
     wait_service(svcs, name, limit, &what, |s| {
-        s.status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|l| l.ingress.as_ref())
-            .into_iter()
-            .flatten()
+        lb_ingress(s)
+            .iter()
             .find_map(|i| {
-                i.ip.as_deref()
-                    .and_then(|ip| ip.parse().ok())
-                    .map(|ip| (ip, i.ip_mode.clone()))
+                let ip = i.ip.as_deref()?.parse().ok()?;
+                Some((ip, i.ip_mode.clone()))
             })
             .ok_or_else(|| "no ingress yet".to_owned())
     })
@@ -297,32 +281,35 @@ pub async fn wait_addresses(
     .await
 }
 
-/// Service `name` once it has at least one address.
-pub async fn wait_assigned(svcs: &Api<Service>, name: &str, limit: Duration) -> Service {
-    let what = format!("{name} gets an address");
-    wait_service(svcs, name, limit, &what, |s| {
-        if ingress(s).is_empty() {
-            Err("no ingress".into())
-        } else {
-            Ok(s.clone())
-        }
-    })
-    .await
-}
-
-/// Service `name` once its status shows exactly `want`, in this order.
-pub async fn wait_ips(svcs: &Api<Service>, name: &str, want: &[&str], limit: Duration) -> Service {
-    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-    let what = format!("{name} shows {want:?}");
-    wait_service(svcs, name, limit, &what, |s| {
+/// Service `name` once the addresses in its status satisfy `ok`.
+async fn wait_ingress_where(
+    svcs: &Api<Service>,
+    name: &str,
+    limit: Duration,
+    what: &str,
+    ok: impl Fn(&[String]) -> bool,
+) -> Service {
+    wait_service(svcs, name, limit, what, |s| {
         let got = ingress(s);
-        if got == want {
+        if ok(&got) {
             Ok(s.clone())
         } else {
             Err(format!("status {got:?}"))
         }
     })
     .await
+}
+
+/// Service `name` once it has at least one address.
+pub async fn wait_assigned(svcs: &Api<Service>, name: &str, limit: Duration) -> Service {
+    let what = format!("{name} gets an address");
+    wait_ingress_where(svcs, name, limit, &what, |got| !got.is_empty()).await
+}
+
+/// Service `name` once its status shows exactly `want`, in this order.
+pub async fn wait_ips(svcs: &Api<Service>, name: &str, want: &[&str], limit: Duration) -> Service {
+    let what = format!("{name} shows {want:?}");
+    wait_ingress_where(svcs, name, limit, &what, |got| got == want).await
 }
 
 /// Service `name` once its status shows exactly the addresses `want`, in
@@ -333,17 +320,31 @@ pub async fn wait_ip_set(
     want: &[&str],
     limit: Duration,
 ) -> Service {
-    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
-    let what = format!("{name} shows {want:?}");
-    wait_service(svcs, name, limit, &what, |s| {
-        let got = ingress(s);
-        if got.len() == want.len() && got.iter().cloned().collect::<BTreeSet<_>>() == want {
-            Ok(s.clone())
-        } else {
-            Err(format!("status {got:?}"))
-        }
+    let set: BTreeSet<&str> = want.iter().copied().collect();
+    let what = format!("{name} shows {set:?}");
+    wait_ingress_where(svcs, name, limit, &what, |got| {
+        got.len() == want.len() && got.iter().map(String::as_str).collect::<BTreeSet<_>>() == set
     })
     .await
+}
+
+/// Deletes every Service in `ns`.
+pub async fn delete_services(client: &Client, ns: &str) {
+    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+    svcs.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete services");
+}
+
+/// How many Services are left in `ns`.
+pub async fn services_left(client: &Client, ns: &str) -> Result<usize, String> {
+    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+    Ok(svcs
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .len())
 }
 
 /// `ip` as IPv4; panics on an IPv6 address.

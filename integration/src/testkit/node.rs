@@ -2,6 +2,7 @@
 //! ferrolb's daemons (started, scraped, their logs and memory), and who
 //! announces an address as the lab's client sees it.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -183,6 +184,50 @@ pub fn rss_kib(pid: i32) -> Option<(u64, u64)> {
             .ok()
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// GET `url` from the lab's client (2 s at most): the body, trimmed.
+pub fn ask(lab: &Lab, url: &str) -> Result<String, String> {
+    let body = lab
+        .curl(CLIENT, url, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    Ok(body.trim().to_string())
+}
+
+/// [`ask`], which must be answered by one of `pods` (the echo pods answer
+/// with their name): that pod.
+pub fn ask_pod(lab: &Lab, url: &str, pods: &BTreeSet<String>) -> Result<String, String> {
+    let body = ask(lab, url)?;
+    if pods.contains(&body) {
+        Ok(body)
+    } else {
+        Err(format!("{url} answered {body:?}, not a pod name"))
+    }
+}
+
+/// Whether every speaker of `nodes` counts `want` live members
+/// (`ferrolb_speaker_members_live`); the first that does not, otherwise.
+pub fn members_live(lab: &Lab, nodes: &[String], want: usize) -> Result<(), String> {
+    for n in nodes {
+        let live = metric(&metrics(lab, n), "ferrolb_speaker_members_live", "");
+        if live != Some(want as f64) {
+            return Err(format!("{n}: {live:?} live"));
+        }
+    }
+    Ok(())
+}
+
+/// Stops the speaker on `node` and starts it again with `args` added to
+/// the lab's (e.g. another `--memberlist-secret`).
+pub fn respawn_speaker(lab: &Lab, node: &str, args: &[String]) {
+    lab.stop_daemon(&components::speaker_name(node), Duration::from_secs(5))
+        .expect("stop speaker");
+    let bin = lab.speaker_bin().expect("speaker built");
+    process::spawn(
+        lab.paths(),
+        &components::speaker(lab.paths(), lab.topology().node(node).unwrap(), &bin, args),
+    )
+    .unwrap_or_else(|e| panic!("start the speaker on {node} with {args:?}: {e}"));
 }
 
 /// The node whose MAC the lab's client has cached for `ip`; when `fresh`,
