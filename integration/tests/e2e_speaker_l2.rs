@@ -1033,10 +1033,9 @@ async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
     .await
     .expect("rejoin");
 
-    // An unusable Secret: no `secretkey` at all, then a key too short. Every speaker
-    // stops answering, reports not ready and says why in its log. (In this order: the
-    // speaker does not log a missing key after an unusable one, the cause it tracks is
-    // the key bytes.)
+    // An unusable Secret: no `secretkey` at all, then a key too short, then no key
+    // again. Every speaker stops answering, reports not ready and says why in its log,
+    // at each change of reason (the last one also while no key was in force before).
     for (data, why) in [
         (
             BTreeMap::from([("secret-key".to_string(), random_key(32))]),
@@ -1045,6 +1044,10 @@ async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
         (
             BTreeMap::from([("secretkey".to_string(), random_key(8))]),
             "membership key unusable",
+        ),
+        (
+            BTreeMap::from([("secret-key".to_string(), random_key(32))]),
+            "membership secret missing",
         ),
     ] {
         let seen: BTreeMap<&String, usize> = nodes
@@ -1421,28 +1424,22 @@ async fn malformed_frame_storm_is_ignored_and_valid_requests_still_answered() {
         dresp >= answered,
         "answered probes not counted: {dresp} < {answered}"
     );
-    // Frames ignored by reason, where the speaker exports them.
-    let ignored: Vec<&str> = m1
+    // The announcer counted the storm's frames as malformed (refused by the decoder,
+    // not taken for requests): about half the storm is ARP, which every speaker
+    // receives, and all of it is malformed; allow for frames the kernel dropped.
+    let malformed = |m: &str| metric(m, "ferrolb_speaker_frames_total", "outcome=\"malformed\"");
+    let dmal = malformed(&m1)
+        .expect("ferrolb_speaker_frames_total{outcome=\"malformed\"} exported")
+        - malformed(&m0).unwrap_or(0.0);
+    let frames: Vec<&str> = m1
         .lines()
-        .filter(|l| l.starts_with("ferrolb_speaker_frames_ignored"))
+        .filter(|l| l.starts_with("ferrolb_speaker_frames_total"))
         .collect();
-    if ignored.is_empty() {
-        eprintln!(
-            "note: the speaker exports no ferrolb_speaker_frames_ignored metric (announcer counts exist, run/metrics does not export them yet)"
-        );
-    } else {
-        eprintln!("check: {ignored:?}");
-        let malformed_count = metric(
-            &m1,
-            "ferrolb_speaker_frames_ignored_total",
-            "reason=\"malformed\"",
-        )
-        .unwrap_or(0.0);
-        assert!(
-            malformed_count >= 1000.0,
-            "malformed frames not counted: {ignored:?}"
-        );
-    }
+    eprintln!("check: leader {leader} counted {dmal} malformed frames of {sent} sent: {frames:?}");
+    assert!(
+        dmal >= 1000.0,
+        "malformed frames not counted: {dmal} of {sent} sent ({frames:?})"
+    );
     drop(client);
     lab.down().expect("down");
 }

@@ -57,7 +57,7 @@ pub struct AddressCounters {
 }
 
 /// Frames the announcer's sockets delivered, by what was done with them; for a
-/// metric such as `ferrolb_speaker_frames_total{result}`. Only ARP and
+/// metric (`ferrolb_speaker_frames_total{outcome}`). Only ARP and
 /// neighbour discovery reach the announcer (BPF), so these are small numbers
 /// on a healthy segment and `malformed` counts garbage or attacks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

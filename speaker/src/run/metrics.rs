@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::announce::AddressCounters;
+use crate::announce::{AddressCounters, FrameCounts};
 use crate::membership::Stats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,6 +25,11 @@ pub struct AnnouncedLabel {
     pub node: String,
     pub protocol: String,
     pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,10 +55,13 @@ pub struct Metrics {
     pub updates: Counter,
     pub update_errors: Counter,
     pub conflicts: Family<IpLabel, Counter>,
+    /// ARP/NDP frames the announcer's sockets delivered, by what became of them.
+    pub frames: Family<OutcomeLabel, Counter>,
     /// Last absolute values read from the announcer and the membership, so that the
     /// counters above only ever grow by the difference.
     seen_addr: std::sync::Mutex<BTreeMap<IpAddr, AddressCounters>>,
     seen_stats: std::sync::Mutex<Stats>,
+    seen_frames: std::sync::Mutex<FrameCounts>,
 }
 
 impl Metrics {
@@ -138,6 +146,38 @@ impl Metrics {
             "Times another host was seen answering for an address this node announces",
             self.conflicts.clone(),
         );
+        r.register(
+            "ferrolb_speaker_frames",
+            "ARP and NDP frames received on the announcing interfaces, by outcome (answered, \
+             conflict, malformed, not_led, own, nothing_to_answer)",
+            self.frames.clone(),
+        );
+    }
+
+    /// Adds the announcer's frame counts since the last call.
+    pub fn observe_frames(&self, now: &FrameCounts) {
+        let mut seen = self.seen_frames.lock().unwrap_or_else(|e| e.into_inner());
+        // A smaller value means the count started again: take it whole.
+        let delta = |new: u64, old: u64| if new >= old { new - old } else { new };
+        for (outcome, new, old) in [
+            ("answered", now.answered, seen.answered),
+            ("conflict", now.conflicts, seen.conflicts),
+            ("malformed", now.malformed, seen.malformed),
+            ("not_led", now.not_led, seen.not_led),
+            ("own", now.own, seen.own),
+            (
+                "nothing_to_answer",
+                now.nothing_to_answer,
+                seen.nothing_to_answer,
+            ),
+        ] {
+            self.frames
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.into(),
+                })
+                .inc_by(delta(new, old));
+        }
+        *seen = now.clone();
     }
 
     /// Adds what the announcer counted since the last call.
@@ -230,5 +270,37 @@ mod tests {
             true,
         );
         assert_eq!(r("bad_mac"), 5);
+    }
+
+    #[test]
+    fn frame_counts_become_counters_by_outcome() {
+        let m = Metrics::default();
+        let mut f = FrameCounts {
+            answered: 4,
+            malformed: 10,
+            ..Default::default()
+        };
+        m.observe_frames(&f);
+        f.malformed = 25;
+        f.own = 1;
+        m.observe_frames(&f);
+        m.observe_frames(&f);
+        let o = |x: &str| {
+            m.frames
+                .get_or_create(&OutcomeLabel { outcome: x.into() })
+                .get()
+        };
+        assert_eq!(
+            (o("answered"), o("malformed"), o("own"), o("conflict")),
+            (4, 25, 1, 0)
+        );
+        let mut r = Registry::default();
+        Arc::new(m).register(&mut r);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        assert!(
+            text.contains("ferrolb_speaker_frames_total{outcome=\"malformed\"} 25"),
+            "{text}"
+        );
     }
 }

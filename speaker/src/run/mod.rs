@@ -43,7 +43,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
@@ -100,16 +100,19 @@ enum Input {
     Config(ConfigEvent),
 }
 
-/// Objects of a namespaced kind by `namespace/name`, replaced whole on every re-list
-/// (the namespaced counterpart of `ferrolb_k8s::stores::Store`).
+/// Objects of a namespaced kind by `namespace/name`, each kept only as the compact
+/// projection `P` the speaker reads (see [`view`]: no managedFields, annotations or
+/// fields it never looks at; objects it does not handle are not kept at all), replaced
+/// whole on every re-list. With 1,000 Services and their EndpointSlices, whole objects
+/// were most of the speaker's memory.
 #[derive(Debug)]
-struct NsStore<K> {
-    objects: BTreeMap<(String, String), K>,
-    buffer: Option<BTreeMap<(String, String), K>>,
+struct NsStore<P> {
+    objects: BTreeMap<(String, String), P>,
+    buffer: Option<BTreeMap<(String, String), P>>,
     synced: bool,
 }
 
-impl<K> Default for NsStore<K> {
+impl<P> Default for NsStore<P> {
     fn default() -> Self {
         Self {
             objects: BTreeMap::new(),
@@ -119,34 +122,56 @@ impl<K> Default for NsStore<K> {
     }
 }
 
-impl<K: ResourceExt> NsStore<K> {
-    fn id(o: &K) -> (String, String) {
+impl<P: PartialEq> NsStore<P> {
+    fn id<K: ResourceExt>(o: &K) -> (String, String) {
         (o.namespace().unwrap_or_default(), o.name_any())
     }
 
-    /// Applies one watcher event; true when the visible contents may have changed.
-    fn apply(&mut self, ev: WEvent<K>) -> bool {
+    /// Applies one watcher event, keeping `project(object)` (nothing when `None`); true
+    /// when the visible contents changed (an update touching nothing projected, such as
+    /// a Node heartbeat, changes nothing).
+    fn apply<K: ResourceExt>(&mut self, ev: WEvent<K>, project: impl Fn(&K) -> Option<P>) -> bool {
         match ev {
             WEvent::Init => {
                 self.buffer = Some(BTreeMap::new());
                 false
             }
             WEvent::InitApply(o) => {
-                self.buffer.get_or_insert_default().insert(Self::id(&o), o);
+                if let Some(p) = project(&o) {
+                    self.buffer.get_or_insert_default().insert(Self::id(&o), p);
+                }
                 false
             }
             WEvent::InitDone => {
-                self.objects = self.buffer.take().unwrap_or_default();
+                let new = self.buffer.take().unwrap_or_default();
+                let changed = !self.synced || new != self.objects;
+                self.objects = new;
                 self.synced = true;
-                true
+                changed
             }
-            WEvent::Apply(o) => {
-                self.objects.insert(Self::id(&o), o);
-                true
-            }
+            WEvent::Apply(o) => match project(&o) {
+                Some(p) => {
+                    let id = Self::id(&o);
+                    if self.objects.get(&id) == Some(&p) {
+                        return false;
+                    }
+                    self.objects.insert(id, p);
+                    true
+                }
+                None => self.objects.remove(&Self::id(&o)).is_some(),
+            },
             WEvent::Delete(o) => self.objects.remove(&Self::id(&o)).is_some(),
         }
     }
+}
+
+/// Why the membership Secret gives no key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum KeyProblem {
+    /// No Secret, or no non-empty `secretkey` in it.
+    Missing,
+    /// The bytes are not a usable key (the error says why).
+    Unusable(String),
 }
 
 /// A ServiceL2Status this node wants to exist (Some) or not (None).
@@ -157,15 +182,22 @@ struct Loop<A> {
     opts: Options,
     driver: Driver<A>,
     stores: ConfigStores,
+    /// Handled Services only, as [`view::compact_service`].
     services: NsStore<Service>,
-    slices: NsStore<EndpointSlice>,
-    nodes: NsStore<Node>,
-    secrets: NsStore<Secret>,
-    l2_status: NsStore<ServiceL2Status>,
+    slices: NsStore<(ServiceKey, state::SliceReadiness)>,
+    nodes: NsStore<view::NodeEntry>,
+    /// The membership key bytes of the Secret (`None`: no `secretkey` in it).
+    secrets: NsStore<Option<Vec<u8>>>,
+    /// This node's ServiceL2Status objects' status.
+    l2_status: NsStore<MetalLBServiceL2Status>,
     started: bool,
     /// The key bytes in force, so that a resync of the same Secret keeps the membership.
     key_bytes: Option<Vec<u8>>,
-    key_logged_missing: bool,
+    /// The Secret's key bytes last handled (usable or not), so that a resync of the
+    /// same Secret does nothing.
+    key_seen: Option<Option<Vec<u8>>>,
+    /// Why no key is in force, as last logged.
+    key_problem: Option<KeyProblem>,
     socket: Option<Arc<UdpSocket>>,
     bound_to: Option<SocketAddr>,
     last_config_errors: Vec<ConfigError>,
@@ -183,7 +215,16 @@ struct Loop<A> {
     nat_no_address: BTreeSet<std::net::IpAddr>,
     /// Rate limit of the duplicate-announcer events.
     conflict_events: conflicts::EventLimiter,
+    /// Bounds the API writes (events, ServiceL2Status) in flight: taking over hundreds
+    /// of addresses at once would otherwise open a connection per concurrent request
+    /// (each with its TLS buffers), most of the speaker's peak memory.
+    api_writes: Arc<Semaphore>,
 }
+
+/// Objects per page when a watch lists Services, EndpointSlices and Nodes.
+const LIST_PAGE_SIZE: u32 = 100;
+/// API writes in flight at once (see `Loop::api_writes`).
+const API_WRITES_IN_FLIGHT: usize = 4;
 
 /// Runs until `shutdown` turns true (then hands over gracefully) or a watch ends for
 /// good. With `nat` (`--nodeport-dnat`), the led addresses' ports are forwarded to this
@@ -198,7 +239,9 @@ pub async fn run<A: Announcer + 'static>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
     let ns = opts.namespace.clone();
-    let cfgw = watcher::Config::default();
+    // Smaller pages than kube's 500 for the two kinds that scale with the number of
+    // Services: a re-list holds one page of whole objects (and its JSON) at a time.
+    let cfgw = watcher::Config::default().page_size(LIST_PAGE_SIZE);
     let mut inputs: SelectAll<BoxStream<'static, Input>> = SelectAll::new();
     inputs.push(watch_stream(
         Api::<Service>::all(client.clone()),
@@ -252,7 +295,8 @@ pub async fn run<A: Announcer + 'static>(
         l2_status: NsStore::default(),
         started: false,
         key_bytes: None,
-        key_logged_missing: false,
+        key_seen: None,
+        key_problem: None,
         socket: None,
         bound_to: None,
         last_config_errors: Vec::new(),
@@ -265,6 +309,7 @@ pub async fn run<A: Announcer + 'static>(
         nat_warned: BTreeSet::new(),
         nat_no_address: BTreeSet::new(),
         conflict_events: conflicts::EventLimiter::default(),
+        api_writes: Arc::new(Semaphore::new(API_WRITES_IN_FLIGHT)),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 2048];
@@ -350,20 +395,33 @@ impl<A: Announcer + 'static> Loop<A> {
         let mut config_changed = false;
         let mut nodes_changed = false;
         match input {
-            Input::Svc(ev) => world_changed = self.services.apply(ev),
-            Input::Slice(ev) => world_changed = self.slices.apply(ev),
+            Input::Svc(ev) => {
+                let lb_class = self.opts.lb_class.as_deref();
+                world_changed = self
+                    .services
+                    .apply(ev, |s| view::compact_service(s, lb_class));
+            }
+            Input::Slice(ev) => world_changed = self.slices.apply(ev, view::slice),
             Input::Node(ev) => {
-                nodes_changed = self.nodes.apply(ev);
+                nodes_changed = self.nodes.apply(ev, |n| Some(view::compact_node(n)));
                 world_changed = nodes_changed;
             }
             Input::Secret(ev) => {
-                if self.secrets.apply(ev) && self.started {
+                let key_bytes = |s: &Secret| {
+                    Some(
+                        s.data
+                            .as_ref()
+                            .and_then(|d| d.get(SECRET_KEY))
+                            .map(|b| b.0.clone()),
+                    )
+                };
+                if self.secrets.apply(ev, key_bytes) && self.started {
                     self.reload_key(now);
                 }
                 return;
             }
             Input::L2Status(ev) => {
-                self.l2_status.apply(ev);
+                self.l2_status.apply(ev, |o| o.status.clone());
                 return;
             }
             Input::Config(ev) => config_changed = self.stores.apply_event(ev),
@@ -427,16 +485,17 @@ impl<A: Announcer + 'static> Loop<A> {
             .filter_map(|s| view::service(s, lb_class.as_deref()).map(|i| (view::key_of(s), i)))
             .collect();
         w.slices.clear();
-        for ((_, name), es) in &self.slices.objects {
-            if let Some((key, r)) = view::slice(es) {
-                w.slices.entry(key).or_default().insert(name.clone(), r);
-            }
+        for ((_, name), (key, r)) in &self.slices.objects {
+            w.slices
+                .entry(key.clone())
+                .or_default()
+                .insert(name.clone(), r.clone());
         }
         w.nodes = self
             .nodes
             .objects
-            .values()
-            .map(|n| (n.name_any(), view::node(n)))
+            .iter()
+            .map(|((_, name), n)| (name.clone(), n.info.clone()))
             .collect();
     }
 
@@ -485,35 +544,36 @@ impl<A: Announcer + 'static> Loop<A> {
         let bytes = self
             .secrets
             .objects
-            .values()
-            .find(|s| s.name_any() == self.opts.memberlist_secret)
-            .and_then(|s| s.data.as_ref())
-            .and_then(|d| d.get(SECRET_KEY))
-            .map(|b| b.0.clone())
+            .iter()
+            .find(|((_, name), _)| *name == self.opts.memberlist_secret)
+            .and_then(|(_, b)| b.clone())
             .filter(|b| !b.is_empty());
-        if bytes == self.key_bytes {
+        if self.key_seen.as_ref() == Some(&bytes) {
             return;
         }
-        let key = match bytes.as_deref().map(Key::new) {
-            None => {
-                if !self.key_logged_missing {
+        self.key_seen = Some(bytes.clone());
+        let (key, problem) = match bytes.as_deref().map(Key::new) {
+            None => (None, Some(KeyProblem::Missing)),
+            Some(Ok(k)) => (Some(k), None),
+            Some(Err(e)) => (None, Some(KeyProblem::Unusable(e.to_string()))),
+        };
+        // One line per change of reason: a missing key after an unusable one (both
+        // leave no key in force) is logged too, a resync of the same state is not.
+        if problem != self.key_problem {
+            match &problem {
+                Some(KeyProblem::Missing) => {
                     error!(secret = %self.opts.memberlist_secret, namespace = %self.opts.namespace,
                            key = SECRET_KEY,
                            "membership secret missing: not announcing (an unauthenticated cluster is not allowed)");
-                    self.key_logged_missing = true;
                 }
-                None
+                Some(KeyProblem::Unusable(e)) => {
+                    error!(secret = %self.opts.memberlist_secret, error = %e,
+                           "membership key unusable: not announcing");
+                }
+                None => {}
             }
-            Some(Ok(k)) => {
-                self.key_logged_missing = false;
-                Some(k)
-            }
-            Some(Err(e)) => {
-                error!(secret = %self.opts.memberlist_secret, error = %e,
-                       "membership key unusable: not announcing");
-                None
-            }
-        };
+            self.key_problem = problem;
+        }
         let usable = key.is_some();
         // A key already in force is rotated, not restarted: the membership keeps its
         // view, so nobody goes down and no address moves while the speakers see the
@@ -542,6 +602,8 @@ impl<A: Announcer + 'static> Loop<A> {
             Err(e) => {
                 error!(error = %e, "membership cannot start: not announcing");
                 self.key_bytes = None;
+                // Tried again at the next Secret event, even with the same bytes.
+                self.key_seen = None;
                 if let Ok(t) = self.driver.set_key(None, epoch_now(), now) {
                     self.after(t);
                 }
@@ -606,7 +668,7 @@ impl<A: Announcer + 'static> Loop<A> {
             .nodes
             .objects
             .get(&(String::new(), self.opts.node_name.clone()))
-            .map(view::internal_ips)
+            .map(|n| n.internal_ips.clone())
             .unwrap_or_default();
         let mut led = Vec::new();
         for ip in self.driver.plan().mine.keys() {
@@ -640,7 +702,9 @@ impl<A: Announcer + 'static> Loop<A> {
             let recorder = self.recorder.clone();
             let metrics = self.metrics.clone();
             let key = key.clone();
+            let permits = self.api_writes.clone();
             tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
                 let ev = KEvent {
                     type_: EventType::Warning,
                     reason: NO_NODE_PORT_REASON.into(),
@@ -720,7 +784,9 @@ impl<A: Announcer + 'static> Loop<A> {
                 "announcing from node {:?} with protocol \"layer2\"",
                 self.opts.node_name
             );
+            let permits = self.api_writes.clone();
             tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
                 let ev = KEvent {
                     type_: EventType::Normal,
                     reason: "nodeAssigned".into(),
@@ -794,8 +860,7 @@ impl<A: Announcer + 'static> Loop<A> {
                 jobs.insert(key.clone(), None);
             }
         }
-        for o in self.l2_status.objects.values() {
-            let Some(st) = &o.status else { continue };
+        for st in self.l2_status.objects.values() {
             let key = ServiceKey::new(st.service_namespace.clone(), st.service_name.clone());
             if !desired.contains_key(&key)
                 && !self.l2_sent.contains_key(&key)
@@ -819,10 +884,12 @@ impl<A: Announcer + 'static> Loop<A> {
         let metrics = self.metrics.clone();
         let node = self.opts.node_name.clone();
         let key2 = key.clone();
+        let permits = self.api_writes.clone();
         let h = tokio::spawn(async move {
             if let Some(p) = prev {
                 let _ = p.await;
             }
+            let _permit = permits.acquire_owned().await;
             if let Err(e) = write_l2_status(client, &node, &key2, job).await {
                 metrics.update_errors.inc();
                 warn!(service = %key2, error = %e, "ServiceL2Status write failed");
@@ -850,22 +917,23 @@ impl<A: Announcer + 'static> Loop<A> {
         }
         self.metrics
             .observe_addresses(&self.driver.announcer().counters());
+        self.metrics
+            .observe_frames(&self.driver.announcer().frame_counts());
         self.report_conflicts(std::time::Instant::now());
         // Repairs failed writes: objects the watch shows differing from what we want.
         let desired = self.desired_l2();
-        for o in self.l2_status.objects.values() {
-            let Some(st) = &o.status else { continue };
+        for st in self.l2_status.objects.values() {
             let key = ServiceKey::new(st.service_namespace.clone(), st.service_name.clone());
             if desired.get(&key) != Some(st) && !self.inflight.contains_key(&key) {
                 self.l2_sent.remove(&key);
             }
         }
         for key in desired.keys() {
-            let present = self.l2_status.objects.values().any(|o| {
-                o.status.as_ref().is_some_and(|s| {
-                    s.service_name == key.name && s.service_namespace == key.namespace
-                })
-            });
+            let present = self
+                .l2_status
+                .objects
+                .values()
+                .any(|s| s.service_name == key.name && s.service_namespace == key.namespace);
             if !present && self.l2_status.synced && !self.inflight.contains_key(key) {
                 self.l2_sent.remove(key);
             }
@@ -904,7 +972,9 @@ impl<A: Announcer + 'static> Loop<A> {
             let reference = self.service_reference(&key);
             let recorder = self.recorder.clone();
             let metrics = self.metrics.clone();
+            let permits = self.api_writes.clone();
             tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
                 let ev = KEvent {
                     type_: EventType::Warning,
                     reason: conflicts::DUPLICATE_ANNOUNCER_REASON.into(),

@@ -2,9 +2,12 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{
+    LoadBalancerIngress, LoadBalancerStatus, Node, Service, ServicePort, ServiceSpec, ServiceStatus,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
+use kube::api::ObjectMeta;
 
 use super::state::{NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
 
@@ -40,6 +43,73 @@ pub fn service(svc: &Service, lb_class: Option<&str>) -> Option<ServiceInfo> {
         ips,
         local: spec.external_traffic_policy.as_deref() == Some("Local"),
     })
+}
+
+/// What the speaker keeps of a Service it handles (`None` for the others, see
+/// [`service`]): name, namespace and uid (for events), the fields [`service`] reads,
+/// and each port's protocol, port and nodePort (for the NodePort DNAT). Everything else
+/// (managedFields, annotations, labels, selector, cluster IPs...) is dropped on arrival.
+pub fn compact_service(svc: &Service, lb_class: Option<&str>) -> Option<Service> {
+    service(svc, lb_class)?;
+    let spec = svc.spec.as_ref()?;
+    let ports = spec.ports.as_ref().map(|ps| {
+        ps.iter()
+            .map(|p| ServicePort {
+                protocol: p.protocol.clone(),
+                port: p.port,
+                node_port: p.node_port,
+                ..Default::default()
+            })
+            .collect()
+    });
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|is| {
+            is.iter()
+                .filter(|i| i.ip.is_some())
+                .map(|i| LoadBalancerIngress {
+                    ip: i.ip.clone(),
+                    ..Default::default()
+                })
+                .collect()
+        });
+    Some(Service {
+        metadata: ObjectMeta {
+            name: svc.metadata.name.clone(),
+            namespace: svc.metadata.namespace.clone(),
+            uid: svc.metadata.uid.clone(),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: spec.type_.clone(),
+            load_balancer_class: spec.load_balancer_class.clone(),
+            external_traffic_policy: spec.external_traffic_policy.clone(),
+            ports,
+            ..Default::default()
+        }),
+        status: Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus { ingress }),
+            ..Default::default()
+        }),
+    })
+}
+
+/// What the speaker keeps of a Node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeEntry {
+    pub info: NodeInfo,
+    /// Every InternalIP ([`internal_ips`]).
+    pub internal_ips: Vec<IpAddr>,
+}
+
+pub fn compact_node(n: &Node) -> NodeEntry {
+    NodeEntry {
+        info: node(n),
+        internal_ips: internal_ips(n),
+    }
 }
 
 /// The Service an EndpointSlice belongs to, with its readiness.
@@ -130,6 +200,36 @@ mod tests {
         let mut pending = base;
         pending["status"] = json!({});
         assert!(service(&svc(pending), None).is_none());
+    }
+
+    #[test]
+    fn compact_services_keep_what_the_speaker_reads_and_nothing_else() {
+        let full = svc(json!({
+            "metadata": {"name": "echo", "namespace": "default", "uid": "u1",
+                         "annotations": {"a": "b"}, "labels": {"app": "echo"},
+                         "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                     "selector": {"app": "echo"}, "clusterIP": "10.96.0.10",
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080,
+                                "protocol": "TCP", "nodePort": 30080}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.10", "ipMode": "VIP"},
+                                                    {"hostname": "x"}]}}
+        }));
+        let c = compact_service(&full, None).unwrap();
+        assert_eq!(service(&c, None), service(&full, None));
+        assert_eq!(key_of(&c), key_of(&full));
+        assert_eq!(c.metadata.uid.as_deref(), Some("u1"));
+        assert!(c.metadata.managed_fields.is_none() && c.metadata.annotations.is_none());
+        let spec = c.spec.as_ref().unwrap();
+        assert!(spec.selector.is_none() && spec.cluster_ip.is_none());
+        let p = &spec.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (p.port, p.node_port, p.protocol.as_deref()),
+            (80, Some(30080), Some("TCP"))
+        );
+        assert!(p.name.is_none() && p.target_port.is_none());
+        // A Service the speaker does not handle is not kept.
+        assert!(compact_service(&full, Some("other")).is_none());
     }
 
     #[test]
