@@ -20,7 +20,11 @@
 //! * Conflicts: another MAC claiming a led address (see [`responder`]) is
 //!   recorded for [`Announcer::take_conflicts`], counted, and answered with one
 //!   gratuitous frame at most once per `reassert_gap` per address and
-//!   interface, so the network's caches return to us while we lead.
+//!   interface, so the network's caches return to us while we lead. A claim
+//!   inside the gap is not dropped: it schedules one re-assert for the end of
+//!   the gap (one at most, however many claims come in it), so the last word
+//!   after a burst of foreign claims is ours. Each claim is logged at debug
+//!   level only; the runtime logs one line per claimant per tick.
 //!   Resolution is deterministic because leadership is not decided here: the
 //!   election is a pure function of the membership view, so once views agree
 //!   exactly one node leads; the others drop the address via `set_leading`
@@ -74,22 +78,69 @@ impl Default for RawConfig {
     }
 }
 
-/// Pure rate limit for conflict re-announcements.
+/// What to do about a conflict, from [`ReassertLimiter::claim`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reassert {
+    /// Re-assert now.
+    Now,
+    /// Inside the gap: re-assert once at this instant (the end of the gap), then
+    /// call [`ReassertLimiter::fire`].
+    Defer(Instant),
+    /// Inside the gap, and a deferred re-assert is already scheduled.
+    Pending,
+}
+
+#[derive(Debug)]
+struct Slot {
+    last: Instant,
+    deferred: bool,
+}
+
+/// Pure rate limit for conflict re-announcements: at most one per `gap` per
+/// address and interface, and a claim inside the gap gets one re-assert at
+/// its end instead of none.
 #[derive(Debug, Default)]
 pub struct ReassertLimiter {
-    last: HashMap<(IpAddr, String), Instant>,
+    last: HashMap<(IpAddr, String), Slot>,
 }
 
 impl ReassertLimiter {
-    /// True (and remembers `now`) when a re-announcement may be sent.
-    pub fn allow(&mut self, ip: IpAddr, iface: &str, now: Instant, gap: Duration) -> bool {
+    /// A conflict on `ip`/`iface` at `now`.
+    pub fn claim(&mut self, ip: IpAddr, iface: &str, now: Instant, gap: Duration) -> Reassert {
         let key = (ip, iface.to_string());
-        match self.last.get(&key) {
-            Some(t) if now.saturating_duration_since(*t) < gap => false,
+        match self.last.get_mut(&key) {
+            Some(s) if now.saturating_duration_since(s.last) < gap => {
+                if s.deferred {
+                    Reassert::Pending
+                } else {
+                    s.deferred = true;
+                    Reassert::Defer(s.last + gap)
+                }
+            }
             _ => {
-                self.last.insert(key, now);
+                self.last.insert(
+                    key,
+                    Slot {
+                        last: now,
+                        deferred: false,
+                    },
+                );
+                Reassert::Now
+            }
+        }
+    }
+
+    /// The deferred re-assert scheduled for `at` is due: true (and `at` counts as
+    /// the last re-assert) if it is still wanted, false if the address was
+    /// released meanwhile ([`ReassertLimiter::retain_led`] forgot it).
+    pub fn fire(&mut self, ip: IpAddr, iface: &str, at: Instant) -> bool {
+        match self.last.get_mut(&(ip, iface.to_string())) {
+            Some(s) if s.deferred => {
+                s.deferred = false;
+                s.last = s.last.max(at);
                 true
             }
+            _ => false,
         }
     }
 
@@ -152,9 +203,29 @@ impl Shared {
         }
     }
 
+    /// Sends the re-assert deferred to `at` if `ip` is still led on `iface`.
+    fn deferred_reassert(&self, ip: IpAddr, iface: &str, at: Instant) {
+        let led = self.led.read().unwrap_or_else(PoisonError::into_inner);
+        if !led.get(&ip).is_some_and(|e| e.interfaces.contains(iface)) {
+            return;
+        }
+        if !lock(&self.reassert).fire(ip, iface, at) {
+            return;
+        }
+        let port = self
+            .ports
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(iface)
+            .cloned();
+        if let Some(p) = port {
+            self.gratuitous(ip, iface, &p);
+        }
+    }
+
     /// Handles one received frame; the read lock is held until any reply is
     /// sent (see the module docs).
-    fn handle(&self, iface: &str, port: &Port, frame: &[u8], reassert_gap: Duration) {
+    fn handle(self: &Arc<Self>, iface: &str, port: &Port, frame: &[u8], ctx: &ReassertCtx) {
         let led = self.led.read().unwrap_or_else(PoisonError::into_inner);
         let action = responder::respond(frame, iface, port.mac, &led);
         let outcome = match &action {
@@ -180,7 +251,9 @@ impl Shared {
                 }
             }
             Action::Conflict { ip, other_mac } => {
-                tracing::warn!(%ip, iface, %other_mac, "another host claims a led address");
+                // Debug only: a flood of claims must not flood the log; the
+                // runtime logs one line per claimant per tick from take_conflicts.
+                tracing::debug!(%ip, iface, %other_mac, "another host claims a led address");
                 *lock(&self.conflict_counts).entry(ip).or_default() += 1;
                 let mut pending = lock(&self.conflicts);
                 if pending.len() < MAX_PENDING_CONFLICTS {
@@ -191,8 +264,18 @@ impl Shared {
                     });
                 }
                 drop(pending);
-                if lock(&self.reassert).allow(ip, iface, Instant::now(), reassert_gap) {
-                    self.gratuitous(ip, iface, port);
+                let decision = lock(&self.reassert).claim(ip, iface, Instant::now(), ctx.gap);
+                match decision {
+                    Reassert::Now => self.gratuitous(ip, iface, port),
+                    Reassert::Defer(at) => {
+                        let shared = Arc::clone(self);
+                        let iface = iface.to_string();
+                        ctx.runtime.spawn(async move {
+                            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                            shared.deferred_reassert(ip, &iface, at);
+                        });
+                    }
+                    Reassert::Pending => {}
                 }
             }
             Action::Ignore(_) => {}
@@ -222,12 +305,20 @@ impl OpenIface {
     }
 }
 
+/// What a receive thread needs to re-assert after a conflict.
+#[derive(Debug)]
+struct ReassertCtx {
+    gap: Duration,
+    /// Deferred re-asserts sleep on this runtime.
+    runtime: tokio::runtime::Handle,
+}
+
 fn receive_loop(
     shared: Arc<Shared>,
     iface: String,
     port: Port,
     stop: Arc<AtomicBool>,
-    reassert_gap: Duration,
+    ctx: ReassertCtx,
 ) {
     let mut buf = vec![0u8; RECV_BUF];
     while !stop.load(Ordering::SeqCst) {
@@ -235,7 +326,7 @@ fn receive_loop(
             Ok(None) => {}
             Ok(Some(n)) => {
                 shared.frames.fetch_add(1, Ordering::Relaxed);
-                shared.handle(&iface, &port, &buf[..n], reassert_gap);
+                shared.handle(&iface, &port, &buf[..n], &ctx);
             }
             Err(e) => {
                 // E.g. ENETDOWN while the link is down: back off instead of
@@ -335,15 +426,14 @@ impl RawAnnouncer {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(f.name.clone(), port.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let (shared, name, s, gap) = (
-            self.shared.clone(),
-            f.name.clone(),
-            stop.clone(),
-            self.config.reassert_gap,
-        );
+        let (shared, name, s) = (self.shared.clone(), f.name.clone(), stop.clone());
+        let ctx = ReassertCtx {
+            gap: self.config.reassert_gap,
+            runtime: self.runtime.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("announce-{}", f.name))
-            .spawn(move || receive_loop(shared, name, port, s, gap))?;
+            .spawn(move || receive_loop(shared, name, port, s, ctx))?;
         tracing::info!(iface = %f.name, mac = %f.mac, "announcing on interface");
         self.open.insert(
             f.name.clone(),
@@ -1009,11 +1099,83 @@ mod tests {
         let t0 = Instant::now();
         let gap = Duration::from_secs(1);
         let ip = IpAddr::V4(LB4);
-        assert!(l.allow(ip, "eth0", t0, gap));
-        assert!(!l.allow(ip, "eth0", t0 + Duration::from_millis(999), gap));
-        assert!(l.allow(ip, "eth1", t0, gap), "per interface");
-        assert!(l.allow(ip, "eth0", t0 + gap, gap));
+        let ms = Duration::from_millis;
+        assert_eq!(l.claim(ip, "eth0", t0, gap), Reassert::Now);
+        // A claim inside the gap: one re-assert at its end, not none.
+        assert_eq!(
+            l.claim(ip, "eth0", t0 + ms(300), gap),
+            Reassert::Defer(t0 + gap)
+        );
+        assert_eq!(l.claim(ip, "eth0", t0 + ms(999), gap), Reassert::Pending);
+        assert_eq!(l.claim(ip, "eth1", t0, gap), Reassert::Now, "per interface");
+        assert!(l.fire(ip, "eth0", t0 + gap));
+        assert!(!l.fire(ip, "eth0", t0 + gap), "once");
+        // The deferred one counts as the last: the next gap runs from it.
+        assert_eq!(
+            l.claim(ip, "eth0", t0 + ms(1500), gap),
+            Reassert::Defer(t0 + ms(2000))
+        );
         l.retain_led(&LedTable::default());
-        assert!(l.allow(ip, "eth0", t0 + gap, gap), "forgotten once not led");
+        assert!(!l.fire(ip, "eth0", t0 + ms(2000)), "released meanwhile");
+        assert_eq!(
+            l.claim(ip, "eth0", t0 + ms(2000), gap),
+            Reassert::Now,
+            "forgotten once not led"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn claims_inside_the_gap_get_one_deferred_reassert() {
+        let sockets = FakeSockets::default();
+        let mut a = RawAnnouncer::with_parts(
+            RawConfig {
+                burst: BurstConfig {
+                    count: 1,
+                    ..BurstConfig::default()
+                },
+                reassert_gap: Duration::from_secs(1),
+            },
+            Box::new(FakeIfaces(vec![iface("eth0", 2, B)])),
+            Box::new(sockets.clone()),
+        )
+        .unwrap();
+        a.set_leading(lead(&[LB4.into(), LB4B.into()]));
+        let eth0 = sockets.wire("eth0");
+        let garp = gratuitous_arp(LB4, B).encode();
+        let garp_b = gratuitous_arp(LB4B, B).encode();
+        let mut first = [eth0.next_sent(), eth0.next_sent()];
+        first.sort();
+        let mut want = [garp.clone(), garp_b.clone()];
+        want.sort();
+        assert_eq!(first, want);
+        // A burst of three foreign claims, then a request (to know all were handled).
+        let theirs = gratuitous_arp(LB4, OTHER).encode();
+        for _ in 0..3 {
+            eth0.inject.send(theirs.clone()).unwrap();
+        }
+        eth0.inject.send(arp_request_for(LB4)).unwrap();
+        assert_eq!(eth0.next_sent(), garp, "the first claim: at once");
+        assert_eq!(arp_target(&eth0.next_sent()).0, crate::packet::ArpOp::Reply);
+        assert!(eth0.nothing_sent(), "nothing more inside the gap");
+        // The gap ends (on the paused clock): exactly one more gratuitous ARP, so the
+        // neighbours' caches end on our MAC.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(eth0.sent.try_recv().unwrap(), garp);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(eth0.nothing_sent());
+        assert_eq!(a.conflict_counts()[&IpAddr::V4(LB4)], 3);
+        assert_eq!(a.counters()[&IpAddr::V4(LB4)].gratuitous_sent, 3);
+
+        // A claim inside the gap for an address released before the gap ends: nothing.
+        let theirs_b = gratuitous_arp(LB4B, OTHER).encode();
+        eth0.inject.send(theirs_b.clone()).unwrap();
+        assert_eq!(eth0.next_sent(), garp_b);
+        eth0.inject.send(theirs_b).unwrap();
+        eth0.inject.send(arp_request_for(LB4B)).unwrap();
+        assert_eq!(arp_target(&eth0.next_sent()).0, crate::packet::ArpOp::Reply);
+        a.set_leading(lead(&[LB4.into()]));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(eth0.nothing_sent());
+        assert_eq!(a.counters()[&IpAddr::V4(LB4B)].gratuitous_sent, 2);
     }
 }
