@@ -48,13 +48,42 @@ fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn running_pods(client: &kube::Client, want: usize) -> Result<Vec<String>, String> {
-    let (names, all) = kit::pods_where(client, "default", APP, kit::pod_ready).await?;
-    if names.len() == want {
-        Ok(names.into_iter().collect())
-    } else {
-        Err(format!("{} of {all} pods running and ready", names.len()))
+/// Waits until `want` echo pods are running and ready; their names.
+async fn ready_pods(client: &kube::Client, want: usize) -> BTreeSet<String> {
+    eventually(
+        &format!("{want} echo pods running"),
+        Duration::from_secs(120),
+        || async {
+            let (names, all) = kit::pods_where(client, "default", APP, kit::pod_ready).await?;
+            if names.len() == want {
+                Ok(names)
+            } else {
+                Err(format!("{} of {all} pods running and ready", names.len()))
+            }
+        },
+    )
+    .await
+    .expect("pods")
+}
+
+/// Creates NodePort Service `echo-hname` (port 80 to the pods' 80), with
+/// `extra` added to its spec.
+async fn create_nodeport(client: &kube::Client, extra: serde_json::Value) -> Service {
+    let mut spec = json!({
+        "type": "NodePort",
+        "selector": {"app": APP},
+        "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
     }
+    let service: Service =
+        serde_json::from_value(json!({"metadata": {"name": APP}, "spec": spec})).unwrap();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create service")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,29 +136,8 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
         )
         .await
         .expect("scale deployment");
-    let pod_names: BTreeSet<String> =
-        eventually("3 echo pods running", Duration::from_secs(120), || {
-            running_pods(&client, 3)
-        })
-        .await
-        .expect("pods")
-        .into_iter()
-        .collect();
-
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let service: Service = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": APP},
-        "spec": {
-            "type": "NodePort",
-            "selector": {"app": APP},
-            "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]
-        }
-    }))
-    .unwrap();
-    let service = services
-        .create(&PostParams::default(), &service)
-        .await
-        .expect("create service");
+    let pod_names = ready_pods(&client, 3).await;
+    let service = create_nodeport(&client, json!({})).await;
     let node_port = service.spec.unwrap().ports.unwrap()[0]
         .node_port
         .expect("a NodePort");
@@ -314,30 +322,9 @@ async fn dual_stack_nodeport_and_ferrolb_processes() {
         .create(&PostParams::default(), &deployment)
         .await
         .expect("create deployment");
-    let pod_names: BTreeSet<String> =
-        eventually("2 echo pods running", Duration::from_secs(120), || {
-            running_pods(&client, 2)
-        })
+    let pod_names = ready_pods(&client, 2).await;
+    let spec = create_nodeport(&client, json!({"ipFamilyPolicy": "RequireDualStack"}))
         .await
-        .expect("pods")
-        .into_iter()
-        .collect();
-
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let service: Service = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": APP},
-        "spec": {
-            "type": "NodePort",
-            "ipFamilyPolicy": "RequireDualStack",
-            "selector": {"app": APP},
-            "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]
-        }
-    }))
-    .unwrap();
-    let spec = services
-        .create(&PostParams::default(), &service)
-        .await
-        .expect("create dual-stack service")
         .spec
         .unwrap();
     let cluster_ips = spec.cluster_ips.unwrap_or_default();

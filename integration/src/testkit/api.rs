@@ -232,14 +232,7 @@ pub async fn wait_service<T>(
 
 /// The first address in Service `name`'s status, once it has one.
 pub async fn wait_ingress(svcs: &Api<Service>, name: &str, limit: Duration) -> IpAddr {
-    let what = format!("{name} gets an address");
-    wait_service(svcs, name, limit, &what, |s| {
-        ingress_ips(s)
-            .first()
-            .copied()
-            .ok_or_else(|| "no ingress yet".to_owned())
-    })
-    .await
+    wait_ingress_mode(svcs, name, limit).await.0
 }
 
 /// The first address in Service `name`'s status and its `ipMode`, once it
