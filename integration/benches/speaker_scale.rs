@@ -149,9 +149,18 @@ fn leading_total(lab: &Lab, nodes: &[String]) -> Option<f64> {
 
 async fn delete_all(lab: &Lab, client: &kube::Client, nodes: &[String]) {
     let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
-    svcs.delete_collection(&DeleteParams::default(), &ListParams::default())
+    // Retried: under load the API server has dropped this long request's connection
+    // (hyper IncompleteMessage), and a dropped request may have deleted part.
+    let mut tries = 0;
+    while let Err(e) = svcs
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
-        .expect("delete services");
+    {
+        tries += 1;
+        assert!(tries < 5, "delete services: {e}");
+        eprintln!("delete services failed ({e}), retrying");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     eventually("nothing announced", Duration::from_secs(180), || async {
         let left = svcs
             .list(&ListParams::default())
