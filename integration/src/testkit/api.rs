@@ -47,32 +47,34 @@ pub async fn apply_namespace(client: &Client, name: &str) {
     .await;
 }
 
-/// IPAddressPool `name` in ferrolb's namespace with `addresses`.
-pub async fn apply_pool(client: &Client, name: &str, addresses: &[&str]) {
+/// The `metallb.io` object `kind`/`name` in ferrolb's namespace with `spec`.
+pub async fn apply_metallb(client: &Client, kind: &str, name: &str, spec: Value) {
     apply(
-        &metallb_api(client, CONFIG_NS, "IPAddressPool"),
+        &metallb_api(client, CONFIG_NS, kind),
         name,
         json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "apiVersion": "metallb.io/v1beta1", "kind": kind,
             "metadata": {"name": name, "namespace": CONFIG_NS},
-            "spec": {"addresses": addresses}
+            "spec": spec
         }),
+    )
+    .await;
+}
+
+/// IPAddressPool `name` in ferrolb's namespace with `addresses`.
+pub async fn apply_pool(client: &Client, name: &str, addresses: &[&str]) {
+    apply_metallb(
+        client,
+        "IPAddressPool",
+        name,
+        json!({"addresses": addresses}),
     )
     .await;
 }
 
 /// L2Advertisement `name` in ferrolb's namespace with `spec`.
 pub async fn apply_l2(client: &Client, name: &str, spec: Value) {
-    apply(
-        &metallb_api(client, CONFIG_NS, "L2Advertisement"),
-        name,
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": name, "namespace": CONFIG_NS},
-            "spec": spec
-        }),
-    )
-    .await;
+    apply_metallb(client, "L2Advertisement", name, spec).await;
 }
 
 /// `extra`'s keys (an object) added to `base` (an object).
