@@ -241,14 +241,24 @@ fn daemon_pid(lab: &Lab, name: &str) -> i32 {
     pf.pid
 }
 
+/// Whether `pid` is (or within 10 s gets) in `netns`. A daemon's pid is that
+/// of `setsid ip netns exec ...`, which enters the namespace only after it
+/// started: right after a (re)start it may still be on its way in.
 fn in_netns(netns: &str, pid: i32) -> bool {
-    let out = Command::new("ip")
-        .args(["netns", "pids", netns])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.trim() == pid.to_string())
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "pids", netns])
+            .output()
+            .unwrap();
+        let found = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == pid.to_string());
+        if found || std::time::Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
