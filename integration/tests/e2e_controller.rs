@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferrolb_integration::lab::eventually;
 use ferrolb_integration::testkit::{
     self as kit, APP_NS, CONFIG_NS as NS, apply, controller_metrics as metrics, ingress,
-    metallb_api,
+    metallb_api, metric,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, DeleteParams, ListParams};
@@ -284,16 +284,22 @@ async fn controller_follows_metallb_rules_and_never_loses_an_address() {
         .collect();
     assert_eq!(before, after, "a restart moved addresses");
 
-    let m = metrics(&lab);
-    assert!(
-        m.contains("metallb_allocator_addresses_in_use_total{pool=\"legacy-l2\"} 3"),
-        "{m}"
-    );
-    assert!(
-        m.contains("metallb_allocator_addresses_total{pool=\"legacy-l2\"} 3"),
-        "{m}"
-    );
-    assert!(m.contains("metallb_k8s_client_config_loaded_bool 1"), "{m}");
+    // Pool gauges are refreshed on the controller's next tick after an
+    // allocation, not with the status write the test just saw.
+    eventually(
+        "pool metrics count the restored and new addresses",
+        WAIT,
+        || {
+            let m = metrics(&lab);
+            let pool = "pool=\"legacy-l2\"";
+            let ok = metric(&m, "metallb_allocator_addresses_in_use_total", pool) == Some(3.0)
+                && metric(&m, "metallb_allocator_addresses_total", pool) == Some(3.0)
+                && metric(&m, "metallb_k8s_client_config_loaded_bool", "") == Some(1.0);
+            async move { if ok { Ok(()) } else { Err(m) } }
+        },
+    )
+    .await
+    .expect("controller metrics");
 
     lab.down().expect("lab down");
 }
