@@ -55,8 +55,18 @@ fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
     );
 }
 
-/// (VmRSS, VmHWM) in MiB.
-fn rss_mib(pid: i32) -> Option<(f64, f64)> {
+/// Memory of a process from /proc/<pid>/status, in MiB.
+#[derive(Clone, Copy, Debug, Default)]
+struct Mem {
+    rss: f64,
+    hwm: f64,
+    /// Anonymous pages (heap, stacks): what the allocator holds.
+    anon: f64,
+    /// File-backed pages (mostly the binary's code and read-only data).
+    file: f64,
+}
+
+fn rss_mib(pid: i32) -> Option<Mem> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<f64> {
         let kb: f64 = status
@@ -68,7 +78,12 @@ fn rss_mib(pid: i32) -> Option<(f64, f64)> {
             .ok()?;
         Some(kb / 1024.0)
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some(Mem {
+        rss: field("VmRSS:")?,
+        hwm: field("VmHWM:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+    })
 }
 
 fn speaker_pid(lab: &Lab, node: &str) -> Option<i32> {
@@ -276,6 +291,7 @@ async fn main() {
     let mut totals = Vec::new();
     let mut peaks = Vec::new();
     let mut currents = Vec::new();
+    let (mut anons, mut files, mut anon_peaks) = (Vec::new(), Vec::new(), Vec::new());
     let mut per_node: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in 0..runs {
         // Fresh speakers, so that VmHWM is this run's peak.
@@ -295,7 +311,7 @@ async fn main() {
         .expect("membership");
         let idle: Vec<f64> = nodes
             .iter()
-            .filter_map(|n| speaker_pid(&lab, n).and_then(rss_mib).map(|r| r.0))
+            .filter_map(|n| speaker_pid(&lab, n).and_then(rss_mib).map(|m| m.rss))
             .collect();
 
         let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
@@ -314,7 +330,14 @@ async fn main() {
             .await;
         let created = start.elapsed();
         let deadline = start + Duration::from_secs(120 + n as u64 / 5);
+        // VmHWM has no anonymous/file split: sample RssAnon while waiting for its peak.
+        let mut anon_peak = vec![0.0f64; nodes.len()];
         let total = loop {
+            for (i, node) in nodes.iter().enumerate() {
+                if let Some(m) = speaker_pid(&lab, node).and_then(rss_mib) {
+                    anon_peak[i] = anon_peak[i].max(m.anon);
+                }
+            }
             let led = leading_total(&lab, &nodes);
             if led == Some(n as f64) {
                 break start.elapsed();
@@ -338,15 +361,23 @@ async fn main() {
         totals.push(total.as_secs_f64());
         for (i, node) in nodes.iter().enumerate() {
             let pid = speaker_pid(&lab, node).expect("speaker running");
-            let (rss, hwm) = rss_mib(pid).expect("rss");
+            let m = rss_mib(pid).expect("rss");
             let leading = metric(&lab, node, "ferrolb_speaker_leading").unwrap_or(f64::NAN);
+            let anon_peak = anon_peak[i].max(m.anon);
             println!(
-                "    {node}: leads {leading:.0}; RSS idle {:.1} MiB, now {rss:.1} MiB, peak (VmHWM) {hwm:.1} MiB",
-                idle.get(i).copied().unwrap_or(f64::NAN)
+                "    {node}: leads {leading:.0}; RSS idle {:.1} MiB, now {:.1} MiB (anon {:.1}, file {:.1}), peak (VmHWM) {:.1} MiB, sampled anon peak {anon_peak:.1} MiB",
+                idle.get(i).copied().unwrap_or(f64::NAN),
+                m.rss,
+                m.anon,
+                m.file,
+                m.hwm,
             );
-            peaks.push(hwm);
-            currents.push(rss);
-            per_node.entry(node.clone()).or_default().push(hwm);
+            peaks.push(m.hwm);
+            currents.push(m.rss);
+            anons.push(m.anon);
+            files.push(m.file);
+            anon_peaks.push(anon_peak);
+            per_node.entry(node.clone()).or_default().push(m.hwm);
         }
         delete_all(&lab, &client, &nodes).await;
     }
@@ -360,6 +391,13 @@ async fn main() {
         "speaker RSS with all announced, all nodes and runs",
         "MiB",
         currents,
+    );
+    summary("  of which anonymous (RssAnon)", "MiB", anons);
+    summary("  of which file-backed (RssFile)", "MiB", files);
+    summary(
+        "speaker anonymous RSS peak (sampled every ~0.5 s)",
+        "MiB",
+        anon_peaks,
     );
     for (node, v) in per_node {
         summary(&format!("  {node} peak RSS"), "MiB", v);
