@@ -12,46 +12,31 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, components, eventually, process};
-use futures::StreamExt;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams,
+use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually};
+use ferrolb_integration::testkit::stats::Samples;
+use ferrolb_integration::testkit::{
+    MEMBERLIST_SECRET, SPEAKER_PORT, apply_echo, apply_l2, apply_namespace, apply_pool, bare,
+    env_usize, install_crds, members_live, metric, node_names, put_key, services_left, speaker_pid,
+    try_metrics_on, up,
 };
-use serde_json::{Value, json};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
 
-const NS: &str = "metallb-system";
 const BENCH_NS: &str = "bench";
 const APP: &str = "echo";
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
-    v.sort_by(|a, b| a.total_cmp(b));
+fn summary(name: &str, unit: &str, v: Vec<f64>) {
+    let s = Samples::new(v);
     println!(
         "{name}: median {:.1} {unit}, spread {:.1}..{:.1} {unit} over {} samples",
-        percentile(&v, 0.5),
-        v.first().copied().unwrap_or(f64::NAN),
-        v.last().copied().unwrap_or(f64::NAN),
-        v.len()
+        s.median(),
+        s.min(),
+        s.max(),
+        s.len()
     );
 }
 
@@ -86,55 +71,10 @@ fn rss_mib(pid: i32) -> Option<Mem> {
     })
 }
 
-fn speaker_pid(lab: &Lab, node: &str) -> Option<i32> {
-    process::read_pid_file(lab.paths(), &components::speaker_name(node))
-        .ok()
-        .flatten()
-        .filter(|p| p.is_running())
-        .map(|p| p.pid)
-}
-
-fn metric(lab: &Lab, node: &str, name: &str) -> Option<f64> {
-    let out = lab
-        .exec(
-            node,
-            &[
-                "curl",
-                "-sf",
-                "--max-time",
-                "3",
-                "http://127.0.0.1:7473/metrics",
-            ],
-        )
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-fn kubectl(lab: &Lab, args: &[&str]) {
-    let ok = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", lab.kubeconfig_path())
-        .status()
-        .expect("kubectl")
-        .success();
-    assert!(ok, "kubectl {args:?}");
-}
-
-async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        name,
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+/// Sample `name` (no labels) of the speaker's `/metrics` on `node`; `None`
+/// when it does not answer.
+fn speaker_metric(lab: &Lab, node: &str, name: &str) -> Option<f64> {
+    metric(&try_metrics_on(lab, node, SPEAKER_PORT)?, name, "")
 }
 
 fn service(i: usize, v4: usize) -> Service {
@@ -158,7 +98,7 @@ fn release_bin(name: &str) -> Option<PathBuf> {
 fn leading_total(lab: &Lab, nodes: &[String]) -> Option<f64> {
     nodes
         .iter()
-        .map(|n| metric(lab, n, "ferrolb_speaker_leading"))
+        .map(|n| speaker_metric(lab, n, "ferrolb_speaker_leading"))
         .sum()
 }
 
@@ -177,12 +117,7 @@ async fn delete_all(lab: &Lab, client: &kube::Client, nodes: &[String]) {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     eventually("nothing announced", Duration::from_secs(180), || async {
-        let left = svcs
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .len();
+        let left = services_left(client, BENCH_NS).await?;
         match leading_total(lab, nodes) {
             Some(0.0) if left == 0 => Ok(()),
             l => Err(format!("{left} Services left, leading {l:?}")),
@@ -197,18 +132,14 @@ async fn main() {
     let n = env_usize("FERROLB_BENCH_SERVICES", 1000);
     let runs = env_usize("FERROLB_BENCH_RUNS", 3).max(1);
     let v4 = (n / 2).min(500);
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 3,
+    let (lab, client) = up(LabOptions {
         ip_family: IpFamily::DualStack,
         speaker_bin: release_bin("ferrolb-speaker"),
         controller_bin: release_bin("ferrolb-controller"),
-        ..LabOptions::default()
+        ..bare(3)
     })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
-    let nodes: Vec<String> = lab.topology().nodes().map(|h| h.name.clone()).collect();
+    .await;
+    let nodes = node_names(&lab);
     println!(
         "speaker scale on the lab: {n} LoadBalancer Services ({v4} IPv4, {} IPv6), {} nodes, {runs} runs; speaker {:?}",
         n - v4,
@@ -216,76 +147,21 @@ async fn main() {
         lab.speaker_bin()
     );
 
-    let nss: Api<Namespace> = Api::all(client.clone());
-    for ns in [NS, BENCH_NS] {
-        apply(
-            &nss,
-            ns,
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .await;
-    }
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
-    kubectl(&lab, &["apply", "--server-side", "-f", crds]);
-    kubectl(
-        &lab,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    );
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let mut secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ferrolb-memberlist", "namespace": NS}
-    }))
-    .unwrap();
+    install_crds(&lab, &client).await;
+    apply_namespace(&client, BENCH_NS).await;
     let key: Vec<u8> = (0..32u8)
         .map(|i| i.wrapping_mul(37).wrapping_add(11))
         .collect();
-    secret.data = Some([("secretkey".to_string(), ByteString(key))].into());
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret");
-    let ar = |kind| ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", kind));
-    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("IPAddressPool"));
-    apply(
-        &pools,
+    put_key(&client, MEMBERLIST_SECRET, &key).await;
+    apply_pool(
+        &client,
         "bench",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "bench", "namespace": NS},
-            "spec": {"addresses": ["198.51.100.0/24", "203.0.113.0/24", "2001:db8:100::/112"]}
-        }),
+        &["198.51.100.0/24", "203.0.113.0/24", "2001:db8:100::/112"],
     )
     .await;
-    let l2: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("L2Advertisement"));
-    apply(
-        &l2,
-        "bench",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "bench", "namespace": NS}, "spec": {}
-        }),
-    )
-    .await;
+    apply_l2(&client, "bench", json!({})).await;
     // One ready pod is an endpoint of every Service (no endpoint, no announcement).
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), BENCH_NS);
-    apply(
-        &deployments,
-        APP,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": APP, "namespace": BENCH_NS},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": APP}},
-                     "template": {"metadata": {"labels": {"app": APP}},
-                                  "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}}}
-        }),
-    )
-    .await;
+    apply_echo(&client, BENCH_NS, APP, 1, json!({})).await;
     lab.restart_controller().expect("start controller");
 
     let mut totals = Vec::new();
@@ -299,13 +175,7 @@ async fn main() {
             lab.restart_speaker(node).expect("start speaker");
         }
         eventually("speakers joined", Duration::from_secs(60), || async {
-            for node in &nodes {
-                let live = metric(&lab, node, "ferrolb_speaker_members_live");
-                if live != Some(nodes.len() as f64) {
-                    return Err(format!("{node}: members {live:?}"));
-                }
-            }
-            Ok(())
+            members_live(&lab, &nodes, nodes.len())
         })
         .await
         .expect("membership");
@@ -362,7 +232,7 @@ async fn main() {
         for (i, node) in nodes.iter().enumerate() {
             let pid = speaker_pid(&lab, node).expect("speaker running");
             let m = rss_mib(pid).expect("rss");
-            let leading = metric(&lab, node, "ferrolb_speaker_leading").unwrap_or(f64::NAN);
+            let leading = speaker_metric(&lab, node, "ferrolb_speaker_leading").unwrap_or(f64::NAN);
             let anon_peak = anon_peak[i].max(m.anon);
             println!(
                 "    {node}: leads {leading:.0}; RSS idle {:.1} MiB, now {:.1} MiB (anon {:.1}, file {:.1}), peak (VmHWM) {:.1} MiB, sampled anon peak {anon_peak:.1} MiB",

@@ -13,505 +13,38 @@
 //! Run with `--nocapture --test-threads=1` to see the figures.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ferrolb_integration::lab::{
-    IpFamily, Lab, LabOptions, components, eventually, process, topology,
+use ferrolb_integration::e2e::host::url_host;
+use ferrolb_integration::lab::{IpFamily, LabOptions, components, eventually, process};
+use ferrolb_integration::testkit::setup::workers_only;
+use ferrolb_integration::testkit::{
+    ANNOUNCE_LABEL, APP, APP_NS, CLIENT, CLIENT_NS, CLIENT_V4, EchoService, MEMBERLIST_SECRET,
+    PacketSock, SPEAKER_PORT, SpeakerSetup, WORKERS, apply_l2, arp_answerers, arp_ask, arp_request,
+    ask, ask_pod, bare, http_get, ip, ipv4, l2_status, mac_of, members_live, metric, metrics,
+    node_names, node_of_mac, percentile, put_key, put_secret, random_key, respawn_speaker, rss_kib,
+    speaker_log, speaker_pid, up, wait_addresses,
 };
-use ferrolb_speaker::announce::iface::IfaceFacts;
-use ferrolb_speaker::announce::socket::{L2Socket, PacketSocket};
 use ferrolb_speaker::packet::{
-    ArpFrame, ArpOp, MacAddr, NdpFrame, NdpMessage, NdpOption, NeighborSolicit, icmpv6_checksum,
+    MacAddr, NdpFrame, NdpMessage, NdpOption, NeighborSolicit, icmpv6_checksum,
 };
-use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
-use nix::sched::{CloneFlags, setns};
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::Service;
+use kube::{Api, Client};
+use serde_json::json;
 
-const NS: &str = "metallb-system";
-const APP_NS: &str = "default";
-const APP: &str = "echo-hname";
-const SECRET: &str = "ferrolb-memberlist";
-const ANNOUNCE_LABEL: &str = "e2e.ferrolb.io/announce";
 const WAIT: Duration = Duration::from_secs(60);
-const CLIENT_NS: &str = "flb-client";
-const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
+/// How long each ARP request waits for its replies.
+const ARP_WAIT: Duration = Duration::from_millis(200);
 
-// ---------------------------------------------------------------------------
-// Cluster set-up, as in e2e_speaker.rs.
-
-fn ar(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", kind))
-}
-
-async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-fn kubectl(lab: &Lab, args: &[&str]) {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", lab.kubeconfig_path())
-        .output()
-        .expect("kubectl");
-    assert!(out.status.success(), "kubectl {args:?}: {out:?}");
-}
-
-fn random_key(len: usize) -> Vec<u8> {
-    let mut key = vec![0u8; len];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .expect("random key");
-    key
-}
-
-async fn put_secret(client: &Client, name: &str, data: BTreeMap<String, Vec<u8>>) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let mut s: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": NS}
-    }))
-    .unwrap();
-    s.data = Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect());
-    match secrets.get_opt(name).await.expect("get secret") {
-        Some(old) => {
-            s.metadata.resource_version = old.metadata.resource_version;
-            secrets
-                .replace(name, &PostParams::default(), &s)
-                .await
-                .expect("replace secret");
-        }
-        None => {
-            secrets
-                .create(&PostParams::default(), &s)
-                .await
-                .expect("create secret");
-        }
-    }
-}
-
-async fn label_node(client: &Client, node: &str, key: &str, value: Option<&str>) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    nodes
-        .patch(
-            node,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {key: value}}})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("label {node}: {e}"));
-}
-
-struct Setup<'a> {
-    pool: Vec<&'a str>,
-    /// L2Advertisement spec.
-    l2: Value,
-    /// Services: name and spec (type, selector and ports are added).
-    services: Vec<(&'a str, Value)>,
-    /// Nodes labelled with ANNOUNCE_LABEL=yes.
-    announce_nodes: Vec<&'a str>,
-    replicas: u32,
-}
-
-/// Namespace, CRDs, the membership Secret, pool, L2Advertisement, the echo
-/// Deployment and the Services; then controller and speakers (the lab is bare so
-/// that they start with the CRDs in place). Returns the running pods' names.
-async fn setup(lab: &Lab, client: &Client, s: &Setup<'_>) -> BTreeSet<String> {
-    let nss: Api<Namespace> = Api::all(client.clone());
-    apply(
-        &nss,
-        NS,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )
-    .await;
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
-    kubectl(lab, &["apply", "--server-side", "-f", crds]);
-    kubectl(
-        lab,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    );
-    put_secret(
-        client,
-        SECRET,
-        [("secretkey".to_string(), random_key(32))].into(),
-    )
-    .await;
-    for n in &s.announce_nodes {
-        label_node(client, n, ANNOUNCE_LABEL, Some("yes")).await;
-    }
-    let pools: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("IPAddressPool"));
-    apply(
-        &pools,
-        "pool",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "pool", "namespace": NS},
-            "spec": {"addresses": s.pool}
-        }),
-    )
-    .await;
-    let l2: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("L2Advertisement"));
-    apply(
-        &l2,
-        "l2",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "l2", "namespace": NS},
-            "spec": s.l2
-        }),
-    )
-    .await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), APP_NS);
-    apply(
-        &deployments,
-        APP,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": APP, "namespace": APP_NS, "labels": {"app": APP}},
-            "spec": {
-                "replicas": s.replicas,
-                "selector": {"matchLabels": {"app": APP}},
-                "template": {
-                    "metadata": {"labels": {"app": APP}},
-                    "spec": {"containers": [{"name": APP, "image": "sysnet4admin/echo-hname"}]}
-                }
-            }
-        }),
-    )
-    .await;
+/// The address of Service `name` (in [`APP_NS`]) once it has one, which
+/// must be IPv4.
+async fn single_v4(client: &Client, name: &str) -> Ipv4Addr {
     let svcs: Api<Service> = Api::namespaced(client.clone(), APP_NS);
-    for (name, extra) in &s.services {
-        let mut spec = json!({"type": "LoadBalancer", "selector": {"app": APP},
-                              "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]});
-        if let (Some(m), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-            m.extend(e.clone());
-        }
-        apply(
-            &svcs,
-            name,
-            json!({"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": name, "namespace": APP_NS}, "spec": spec}),
-        )
-        .await;
-    }
-    let pods_api: Api<Pod> = Api::namespaced(client.clone(), APP_NS);
-    let want = s.replicas as usize;
-    let pods = eventually("echo pods running", Duration::from_secs(120), || async {
-        let list = pods_api
-            .list(&ListParams::default().labels(&format!("app={APP}")))
-            .await
-            .map_err(|e| e.to_string())?;
-        let running: BTreeSet<String> = list
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .map(|p| p.metadata.name.clone().unwrap_or_default())
-            .collect();
-        if running.len() == want {
-            Ok(running)
-        } else {
-            Err(format!("running: {running:?}"))
-        }
-    })
-    .await
-    .expect("pods");
-    lab.restart_controller().expect("start controller");
-    for n in node_names(lab) {
-        lab.restart_speaker(&n).expect("start speaker");
-    }
-    pods
-}
-
-fn node_names(lab: &Lab) -> Vec<String> {
-    lab.topology().nodes().map(|n| n.name.clone()).collect()
-}
-
-/// All addresses in a Service's status, once it has `n`.
-async fn wait_ingress(client: &Client, name: &str, n: usize) -> Vec<IpAddr> {
-    let svcs: Api<Service> = Api::namespaced(client.clone(), APP_NS);
-    eventually(&format!("{name} gets {n} addresses"), WAIT, || async {
-        let s = svcs.get(name).await.map_err(|e| e.to_string())?;
-        let ips: Vec<IpAddr> = s
-            .status
-            .and_then(|s| s.load_balancer)
-            .and_then(|l| l.ingress)
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.ip.and_then(|ip| ip.parse().ok()))
-            .collect();
-        if ips.len() == n {
-            Ok(ips)
-        } else {
-            Err(format!("ingress {ips:?}"))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Nodes named by the ServiceL2Status objects of Service `svc`, with their
-/// interfaces.
-async fn l2_status(client: &Client, svc: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), APP_NS, &ar("ServiceL2Status"));
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|o| o.data["status"]["serviceName"] == svc)
-        .filter_map(|o| {
-            let node = o.data["status"]["node"].as_str()?.to_string();
-            let ifaces = o.data["status"]["interfaces"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i["name"].as_str().map(String::from))
-                .collect();
-            Some((node, ifaces))
-        })
-        .collect())
-}
-
-fn http_get(lab: &Lab, node: &str, path: &str) -> (u16, String) {
-    let out = lab
-        .exec(
-            node,
-            &[
-                "curl",
-                "-s",
-                "--max-time",
-                "3",
-                "-w",
-                "\n%{http_code}",
-                &format!("http://127.0.0.1:7473{path}"),
-            ],
-        )
-        .expect("exec curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-fn metrics(lab: &Lab, node: &str) -> String {
-    http_get(lab, node, "/metrics").1
-}
-
-/// The value of sample `name{labels}` (exact label text, `""` for none).
-fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-fn speaker_log(lab: &Lab, node: &str) -> String {
-    std::fs::read_to_string(lab.daemon_log(&components::speaker_name(node))).unwrap_or_default()
-}
-
-fn speaker_pid(lab: &Lab, node: &str) -> i32 {
-    process::read_pid_file(lab.paths(), &components::speaker_name(node))
-        .expect("pid file")
-        .filter(|p| p.is_running())
-        .unwrap_or_else(|| panic!("speaker on {node} not running"))
-        .pid
-}
-
-/// (VmRSS, VmHWM) in KiB.
-fn rss_kib(pid: i32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// MAC of `iface` in namespace `netns`, lower case.
-fn mac_of(netns: &str, iface: &str) -> MacAddr {
-    let out = Command::new("ip")
-        .args(["-n", netns, "-o", "link", "show", iface])
-        .output()
-        .expect("ip link");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    words
-        .find(|w| *w == "link/ether")
-        .and_then(|_| words.next())
-        .and_then(ferrolb_speaker::announce::iface::parse_mac)
-        .unwrap_or_else(|| panic!("no MAC for {iface} in {netns}: {text}"))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-// ---------------------------------------------------------------------------
-// Raw frames from inside a namespace.
-
-/// A packet socket opened inside a network namespace: the speaker's own
-/// (`AF_PACKET`, the announcer's BPF filter: ARP and neighbour discovery not sent by
-/// this host, so the storm's own frames never reach a prober). The namespace is
-/// entered by a short-lived thread (`setns` changes only the calling thread); the
-/// socket stays in that namespace whichever thread uses it.
-struct PacketSock {
-    sock: PacketSocket,
-    mac: MacAddr,
-}
-
-impl PacketSock {
-    fn open(netns: &str, iface: &str) -> Self {
-        let out = Command::new("ip")
-            .args(["-n", netns, "-o", "link", "show", iface])
-            .output()
-            .expect("ip link");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let index: u32 = text
-            .split(':')
-            .next()
-            .and_then(|i| i.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no index for {iface} in {netns}: {text}"));
-        let mac = mac_of(netns, iface);
-        let facts = IfaceFacts {
-            name: iface.to_string(),
-            index,
-            mac,
-            up: true,
-            loopback: false,
-            noarp: false,
-            broadcast: true,
-            ethernet: true,
-            has_master: false,
-            ipv6_link_local: false,
-        };
-        let ns = netns.to_string();
-        let sock = std::thread::spawn(move || -> std::io::Result<PacketSocket> {
-            let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
-            setns(f, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-            PacketSocket::open(&facts, Duration::from_millis(5))
-        })
-        .join()
-        .expect("netns thread")
-        .unwrap_or_else(|e| panic!("packet socket on {iface} in {netns}: {e}"));
-        PacketSock { sock, mac }
-    }
-
-    fn send(&self, frame: &[u8]) -> std::io::Result<()> {
-        self.sock.send(frame)
-    }
-
-    /// One frame, waiting at most `wait` (rounded up to the 5 ms receive timeout).
-    fn recv(&self, buf: &mut [u8], wait: Duration) -> Option<usize> {
-        let t0 = Instant::now();
-        loop {
-            match self.sock.recv(buf) {
-                Ok(Some(n)) => return Some(n),
-                Ok(None) if t0.elapsed() < wait => {}
-                _ => return None,
-            }
-        }
-    }
-
-    fn drain(&self) {
-        let mut buf = [0u8; 2048];
-        while self.recv(&mut buf, Duration::ZERO).is_some() {}
-    }
-}
-
-fn arp_request(from: MacAddr, from_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    ArpFrame {
-        eth_dst: MacAddr::BROADCAST,
-        eth_src: from,
-        op: ArpOp::Request,
-        sender_mac: from,
-        sender_ip: from_ip,
-        target_mac: MacAddr::ZERO,
-        target_ip: target,
-        padding: vec![0; 18],
-    }
-    .encode()
-}
-
-/// Sends one ARP request for `target` and collects the replies for it within
-/// `wait`: (replying MACs, time of the first reply).
-fn arp_ask(
-    sock: &PacketSock,
-    target: Ipv4Addr,
-    wait: Duration,
-) -> (Vec<MacAddr>, Option<Duration>) {
-    sock.drain();
-    let t0 = Instant::now();
-    sock.send(&arp_request(sock.mac, CLIENT_V4, target))
-        .expect("send ARP request");
-    let mut macs = Vec::new();
-    let mut first = None;
-    let mut buf = [0u8; 2048];
-    while let Some(left) = wait.checked_sub(t0.elapsed()) {
-        let Some(n) = sock.recv(&mut buf, left) else {
-            break;
-        };
-        if let Ok(a) = ArpFrame::decode(&buf[..n])
-            && a.op == ArpOp::Reply
-            && a.sender_ip == target
-        {
-            first.get_or_insert(t0.elapsed());
-            macs.push(a.sender_mac);
-        }
-    }
-    (macs, first)
-}
-
-/// Distinct MACs that answered `tries` ARP requests for `target`.
-fn arp_answerers(sock: &PacketSock, target: Ipv4Addr, tries: u32) -> BTreeSet<MacAddr> {
-    (0..tries)
-        .flat_map(|_| arp_ask(sock, target, Duration::from_millis(200)).0)
-        .collect()
-}
-
-/// Node whose `eth0` has `mac`.
-fn node_of_mac(lab: &Lab, mac: MacAddr) -> Option<String> {
-    node_names(lab)
-        .into_iter()
-        .find(|n| mac_of(&format!("flb-{n}"), topology::HOST_IF) == mac)
+    ipv4(wait_addresses(&svcs, name, 1, WAIT).await[0])
 }
 
 // ---------------------------------------------------------------------------
@@ -519,62 +52,47 @@ fn node_of_mac(lab: &Lab, mac: MacAddr) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_stack_service_is_answered_by_arp_and_ndp_and_v6_fails_over() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 3,
+    let (lab, client) = up(LabOptions {
         ip_family: IpFamily::DualStack,
-        ..LabOptions::default()
+        ..bare(3)
     })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
-    let workers = ["w1-k8s", "w2-k8s", "w3-k8s"];
-    let pods = setup(
-        &lab,
-        &client,
-        &Setup {
-            pool: vec![
-                "198.51.100.10-198.51.100.12",
-                "2001:db8:100::10-2001:db8:100::12",
-            ],
-            l2: json!({"nodeSelectors": [{"matchLabels": {ANNOUNCE_LABEL: "yes"}}]}),
-            services: vec![(
-                APP,
-                json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"]}),
-            )],
-            announce_nodes: workers.to_vec(),
-            replicas: 3,
-        },
-    )
     .await;
-    let ips = wait_ingress(&client, APP, 2).await;
+    let pods = SpeakerSetup {
+        pool: vec![
+            "198.51.100.10-198.51.100.12",
+            "2001:db8:100::10-2001:db8:100::12",
+        ],
+        l2: workers_only(),
+        services: vec![EchoService {
+            spec: json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"]}),
+            ..EchoService::new(APP)
+        }],
+        announce_nodes: WORKERS.to_vec(),
+        replicas: 3,
+        ..SpeakerSetup::default()
+    }
+    .run(&lab, &client)
+    .await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), APP_NS);
+    let ips = wait_addresses(&svcs, APP, 2, WAIT).await;
     let v4 = *ips.iter().find(|i| i.is_ipv4()).expect("an IPv4 address");
     let v6 = *ips.iter().find(|i| i.is_ipv6()).expect("an IPv6 address");
-    let url = |ip: IpAddr| match ip {
-        IpAddr::V4(a) => format!("http://{a}/"),
-        IpAddr::V6(a) => format!("http://[{a}]/"),
-    };
+    let url = |ip: IpAddr| format!("http://{}/", url_host(ip));
 
     // Both addresses answer from a pod, and the client resolved each (ARP, NDP) to the
     // MAC of a worker.
     let (who4, who6, st0) = eventually("both families announced", WAIT, || async {
         let mut who = Vec::new();
         for ip in [v4, v6] {
-            lab.flush_neighbour("client", ip)
-                .map_err(|e| e.to_string())?;
-            let body = lab
-                .curl("client", &url(ip), Duration::from_secs(2))
-                .map_err(|e| format!("{ip}: {e}"))?;
-            if !pods.contains(body.trim()) {
-                return Err(format!("{ip} answered {body:?}"));
-            }
+            lab.flush_neighbour(CLIENT, ip).map_err(|e| e.to_string())?;
+            ask_pod(&lab, &url(ip), &pods).map_err(|e| format!("{ip}: {e}"))?;
             let node = lab
-                .announcer("client", ip)
+                .announcer(CLIENT, ip)
                 .map_err(|e| e.to_string())?
                 .ok_or(format!("no neighbour entry for {ip}"))?;
             who.push(node);
         }
-        let st = l2_status(&client, APP).await?;
+        let st = l2_status(&client, APP_NS, APP).await?;
         if st.is_empty() {
             return Err("no ServiceL2Status".into());
         }
@@ -587,16 +105,13 @@ async fn dual_stack_service_is_answered_by_arp_and_ndp_and_v6_fails_over() {
         st0.keys().all(|n| *n == who4 || *n == who6),
         "ServiceL2Status names a node that answers for neither address: {st0:?}"
     );
-    assert!(workers.contains(&who6.as_str()), "{who6} is not a worker");
-    let mac6 = lab.neighbour_mac("client", v6).unwrap().unwrap();
+    assert!(WORKERS.contains(&who6.as_str()), "{who6} is not a worker");
+    let mac6 = lab.neighbour_mac(CLIENT, v6).unwrap().unwrap();
     assert!(mac6.eq_ignore_ascii_case(&lab.interface_mac(&who6).unwrap()));
     // Requests spread over the pods through the IPv6 address too.
     let mut seen = BTreeSet::new();
     for _ in 0..12 {
-        let b = lab
-            .curl("client", &url(v6), Duration::from_secs(2))
-            .expect("v6 request");
-        seen.insert(b.trim().to_string());
+        seen.insert(ask(&lab, &url(v6)).expect("v6 request"));
     }
     assert!(seen.is_subset(&pods) && seen.len() >= 2, "answers {seen:?}");
     let m = metrics(&lab, &who6);
@@ -615,7 +130,7 @@ async fn dual_stack_service_is_answered_by_arp_and_ndp_and_v6_fails_over() {
     let t0 = Instant::now();
     lab.node_fail(&who6).expect("node fail");
     let (next, gap) = loop {
-        if let Some(n) = lab.announcer("client", v6).expect("announcer")
+        if let Some(n) = lab.announcer(CLIENT, v6).expect("announcer")
             && n != who6
         {
             break (n, t0.elapsed());
@@ -629,23 +144,16 @@ async fn dual_stack_service_is_answered_by_arp_and_ndp_and_v6_fails_over() {
     eprintln!(
         "figure: node failure of {who6}: client's NDP entry for {v6} moved to {next} after {gap:?}"
     );
-    assert!(workers.contains(&next.as_str()));
+    assert!(WORKERS.contains(&next.as_str()));
     eventually("v6 answers after the failover", WAIT, || async {
-        let b = lab
-            .curl("client", &url(v6), Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        if pods.contains(b.trim()) {
-            Ok(())
-        } else {
-            Err(format!("answer {b:?}"))
-        }
+        ask_pod(&lab, &url(v6), &pods).map(|_| ())
     })
     .await
     .expect("v6 after failover");
     // Last, because it fails today: MetalLB announces all addresses of a Service from
     // one node (it elects on the Service's first address), and ServiceL2Status, one
     // object per Service, can only name one node.
-    let st = l2_status(&client, APP).await.unwrap_or_default();
+    let st = l2_status(&client, APP_NS, APP).await.unwrap_or_default();
     eprintln!("check: after the failover ServiceL2Status {st:?}");
     assert_eq!(
         who4, who6,
@@ -667,16 +175,6 @@ const SEG_BR: &str = "br1";
 /// node namespaces.
 struct Segment {
     extra: Vec<(String, String)>,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Segment {
@@ -731,14 +229,7 @@ impl Drop for Segment {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interfaces_follow_the_l2advertisement_and_skip_bridge_members_and_virtual_names() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 2,
-        ..LabOptions::default()
-    })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
+    let (lab, client) = up(bare(2)).await;
     let node = "w1-k8s";
     let node_ns = "flb-w1-k8s";
     // Second segment: the client's eth1 and, on w1: eth1 (plain), eth2 (a member of a
@@ -754,31 +245,23 @@ async fn interfaces_follow_the_l2advertisement_and_skip_bridge_members_and_virtu
     let w1_eth1 = mac_of(node_ns, "eth1");
 
     // Only w1 announces, so the answers on each segment can be attributed.
-    let pods = setup(
-        &lab,
-        &client,
-        &Setup {
-            pool: vec!["198.51.100.10-198.51.100.12"],
-            l2: json!({"nodeSelectors": [{"matchLabels": {ANNOUNCE_LABEL: "yes"}}]}),
-            services: vec![(APP, json!({}))],
-            announce_nodes: vec![node],
-            replicas: 1,
-        },
-    )
+    let pods = SpeakerSetup {
+        announce_nodes: vec![node],
+        replicas: 1,
+        ..SpeakerSetup::default()
+    }
+    .run(&lab, &client)
     .await;
-    let lb = match wait_ingress(&client, APP, 1).await[0] {
-        IpAddr::V4(a) => a,
-        other => panic!("{other} is not IPv4"),
-    };
+    let lb = single_v4(&client, APP).await;
     let main_seg = PacketSock::open(CLIENT_NS, "eth0");
     let second = PacketSock::open(CLIENT_NS, "eth1");
 
     // Default rules: answered on the main segment by w1's eth0 and on the second one
     // by w1's eth1 only (not by the bridge member eth2, cni0 or docker0).
     let (on_main, on_second, st) = eventually("default interfaces", WAIT, || async {
-        let m = arp_answerers(&main_seg, lb, 3);
-        let s = arp_answerers(&second, lb, 3);
-        let st = l2_status(&client, APP).await?;
+        let m = arp_answerers(&main_seg, lb, 3, ARP_WAIT);
+        let s = arp_answerers(&second, lb, 3, ARP_WAIT);
+        let st = l2_status(&client, APP_NS, APP).await?;
         if m.is_empty() || s.is_empty() {
             return Err(format!("main {m:?} second {s:?}"));
         }
@@ -805,20 +288,15 @@ async fn interfaces_follow_the_l2advertisement_and_skip_bridge_members_and_virtu
     );
 
     // interfaces: [eth1]: answered on the second segment only.
-    let l2: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar("L2Advertisement"));
-    apply(
-        &l2,
+    apply_l2(
+        &client,
         "l2",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "l2", "namespace": NS},
-            "spec": {"nodeSelectors": [{"matchLabels": {ANNOUNCE_LABEL: "yes"}}],
-                     "interfaces": ["eth1"]}
-        }),
+        json!({"nodeSelectors": [{"matchLabels": {ANNOUNCE_LABEL: "yes"}}],
+               "interfaces": ["eth1"]}),
     )
     .await;
     let st = eventually("ServiceL2Status lists eth1 only", WAIT, || async {
-        let st = l2_status(&client, APP).await?;
+        let st = l2_status(&client, APP_NS, APP).await?;
         if st.get(node).is_some_and(|i| i == &["eth1"]) {
             Ok(st)
         } else {
@@ -827,8 +305,8 @@ async fn interfaces_follow_the_l2advertisement_and_skip_bridge_members_and_virtu
     })
     .await
     .expect("eth1 only");
-    let on_main = arp_answerers(&main_seg, lb, 5);
-    let on_second = arp_answerers(&second, lb, 5);
+    let on_main = arp_answerers(&main_seg, lb, 5, ARP_WAIT);
+    let on_second = arp_answerers(&second, lb, 5, ARP_WAIT);
     eprintln!(
         "check: interfaces [eth1]: ServiceL2Status {st:?}; main segment answered by {on_main:?}, second by {on_second:?}"
     );
@@ -839,18 +317,9 @@ async fn interfaces_follow_the_l2advertisement_and_skip_bridge_members_and_virtu
     assert_eq!(pods.len(), 1);
 
     // Back to the default: eth0 answers again.
-    apply(
-        &l2,
-        "l2",
-        json!({
-            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "l2", "namespace": NS},
-            "spec": {"nodeSelectors": [{"matchLabels": {ANNOUNCE_LABEL: "yes"}}]}
-        }),
-    )
-    .await;
+    apply_l2(&client, "l2", workers_only()).await;
     eventually("eth0 answers again", WAIT, || async {
-        let m = arp_answerers(&main_seg, lb, 2);
+        let m = arp_answerers(&main_seg, lb, 2, ARP_WAIT);
         if m == BTreeSet::from([w1_eth0]) {
             Ok(())
         } else {
@@ -873,44 +342,25 @@ async fn interfaces_follow_the_l2advertisement_and_skip_bridge_members_and_virtu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 3,
-        ..LabOptions::default()
-    })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
+    let (lab, client) = up(bare(3)).await;
     let services = ["svc-a", "svc-b", "svc-c"];
-    setup(
-        &lab,
-        &client,
-        &Setup {
-            pool: vec!["198.51.100.10-198.51.100.12"],
-            l2: json!({}),
-            services: services.iter().map(|s| (*s, json!({}))).collect(),
-            announce_nodes: vec![],
-            replicas: 2,
-        },
-    )
+    SpeakerSetup {
+        l2: json!({}),
+        services: services.map(EchoService::new).to_vec(),
+        announce_nodes: vec![],
+        replicas: 2,
+        ..SpeakerSetup::default()
+    }
+    .run(&lab, &client)
     .await;
     let mut addrs = Vec::new();
     for s in services {
-        match wait_ingress(&client, s, 1).await[0] {
-            IpAddr::V4(a) => addrs.push(a),
-            other => panic!("{other} is not IPv4"),
-        }
+        addrs.push(single_v4(&client, s).await);
     }
     let nodes = node_names(&lab);
     let probe = PacketSock::open(CLIENT_NS, "eth0");
     eventually("all members live", WAIT, || async {
-        for n in &nodes {
-            let m = metrics(&lab, n);
-            if metric(&m, "ferrolb_speaker_members_live", "") != Some(4.0) {
-                return Err(format!("{n} not at 4 members"));
-            }
-        }
-        Ok(())
+        members_live(&lab, &nodes, 4)
     })
     .await
     .expect("membership");
@@ -918,29 +368,14 @@ async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
     // w3's speaker restarted with another key (another Secret, through the speaker's
     // --memberlist-secret flag); the others keep theirs.
     let odd = "w3-k8s";
-    put_secret(
-        &client,
-        "ferrolb-memberlist-other",
-        [("secretkey".to_string(), random_key(32))].into(),
-    )
-    .await;
-    lab.stop_daemon(&components::speaker_name(odd), Duration::from_secs(5))
-        .expect("stop w3 speaker");
-    let bin = lab.speaker_bin().expect("speaker built");
-    process::spawn(
-        lab.paths(),
-        &components::speaker(
-            lab.paths(),
-            lab.topology().node(odd).unwrap(),
-            &bin,
-            &[
-                "--memberlist-secret".to_string(),
-                "ferrolb-memberlist-other".to_string(),
-            ],
-        ),
-    )
-    .expect("start w3 speaker with another key");
-    let others: Vec<&String> = nodes.iter().filter(|n| *n != odd).collect();
+    let other_secret = "ferrolb-memberlist-other";
+    put_key(&client, other_secret, &random_key(32)).await;
+    respawn_speaker(
+        &lab,
+        odd,
+        &["--memberlist-secret".to_string(), other_secret.to_string()],
+    );
+    let others: Vec<String> = nodes.iter().filter(|n| *n != odd).cloned().collect();
     let bad_mac = |m: &str| {
         metric(
             m,
@@ -951,18 +386,10 @@ async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
     };
     let before: BTreeMap<String, f64> = others
         .iter()
-        .map(|n| (n.to_string(), bad_mac(&metrics(&lab, n))))
+        .map(|n| (n.clone(), bad_mac(&metrics(&lab, n))))
         .collect();
     eventually("w3 is outside the membership", WAIT, || async {
-        for n in &others {
-            let m = metrics(&lab, n);
-            if metric(&m, "ferrolb_speaker_members_live", "") != Some(3.0) {
-                return Err(format!(
-                    "{n}: {:?} live",
-                    metric(&m, "ferrolb_speaker_members_live", "")
-                ));
-            }
-        }
+        members_live(&lab, &others, 3)?;
         let m = metrics(&lab, odd);
         if metric(&m, "ferrolb_speaker_isolated", "") != Some(1.0) {
             return Err("w3 not isolated".into());
@@ -975,7 +402,7 @@ async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
     let mut dropped = Vec::new();
     for n in &others {
         let m = metrics(&lab, n);
-        dropped.push((n.to_string(), bad_mac(&m) - before[n.as_str()]));
+        dropped.push((n.clone(), bad_mac(&m) - before[n.as_str()]));
         assert_eq!(
             metric(&m, "ferrolb_speaker_members_live", ""),
             Some(3.0),
@@ -1004,12 +431,12 @@ async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
     // Exactly one announcer per address, never w3; ServiceL2Status agrees.
     let w3_mac = mac_of("flb-w3-k8s", "eth0");
     for (svc, a) in services.iter().zip(&addrs) {
-        let macs = arp_answerers(&probe, *a, 5);
+        let macs = arp_answerers(&probe, *a, 5, ARP_WAIT);
         assert_eq!(macs.len(), 1, "{a} answered by {macs:?}");
         assert!(!macs.contains(&w3_mac), "{a} answered by w3");
         let who = node_of_mac(&lab, *macs.iter().next().unwrap()).expect("a node's MAC");
         let st = eventually(&format!("{svc} status"), WAIT, || async {
-            let st = l2_status(&client, svc).await?;
+            let st = l2_status(&client, APP_NS, svc).await?;
             if st.keys().collect::<Vec<_>>() == [&who] {
                 Ok(st)
             } else {
@@ -1023,12 +450,7 @@ async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
     // With the right key again, w3 rejoins.
     lab.restart_speaker(odd).expect("restart w3");
     eventually("w3 rejoined", WAIT, || async {
-        for n in &nodes {
-            if metric(&metrics(&lab, n), "ferrolb_speaker_members_live", "") != Some(4.0) {
-                return Err(format!("{n} not at 4"));
-            }
-        }
-        Ok(())
+        members_live(&lab, &nodes, 4)
     })
     .await
     .expect("rejoin");
@@ -1054,10 +476,10 @@ async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
             .iter()
             .map(|n| (n, speaker_log(&lab, n).len()))
             .collect();
-        put_secret(&client, SECRET, data).await;
+        put_secret(&client, MEMBERLIST_SECRET, data).await;
         eventually(&format!("silent after: {why}"), WAIT, || async {
             for n in &nodes {
-                let (code, body) = http_get(&lab, n, "/readyz");
+                let (code, body) = http_get(&lab, n, SPEAKER_PORT, "/readyz");
                 if code != 503 {
                     return Err(format!("{n} /readyz {code} {body}"));
                 }
@@ -1067,7 +489,7 @@ async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
                 }
             }
             for a in &addrs {
-                let macs = arp_answerers(&probe, *a, 2);
+                let macs = arp_answerers(&probe, *a, 2, ARP_WAIT);
                 if !macs.is_empty() {
                     return Err(format!("{a} still answered by {macs:?}"));
                 }
@@ -1080,15 +502,10 @@ async fn wrong_key_speaker_is_not_a_member_and_unusable_secret_silences_all() {
             "check: Secret made unusable ({why}): every speaker 503 on /readyz, nobody answers"
         );
     }
-    put_secret(
-        &client,
-        SECRET,
-        [("secretkey".to_string(), random_key(32))].into(),
-    )
-    .await;
+    put_key(&client, MEMBERLIST_SECRET, &random_key(32)).await;
     eventually("answered again with a good key", WAIT, || async {
         for a in &addrs {
-            if arp_answerers(&probe, *a, 2).len() != 1 {
+            if arp_answerers(&probe, *a, 2, ARP_WAIT).len() != 1 {
                 return Err(format!("{a} not answered by exactly one"));
             }
         }
@@ -1231,7 +648,7 @@ fn probe_loop(
     let mut st = ProbeStats::default();
     let end = Instant::now() + limit;
     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-        match arp_ask(sock, target, Duration::from_millis(200)).1 {
+        match arp_ask(sock, target, ARP_WAIT).1 {
             Some(t) => {
                 st.answered += 1;
                 st.latencies_ms.push(t.as_secs_f64() * 1000.0);
@@ -1257,33 +674,19 @@ fn latency_line(what: &str, st: &ProbeStats) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frame_storm_is_ignored_and_valid_requests_still_answered() {
-    let lab = Lab::up(LabOptions {
-        bare: true,
-        workers: 2,
-        ..LabOptions::default()
-    })
-    .await
-    .expect("lab up");
-    let client = lab.kube_client().await.expect("client");
-    setup(
-        &lab,
-        &client,
-        &Setup {
-            pool: vec!["198.51.100.10-198.51.100.12"],
-            l2: json!({}),
-            services: vec![(APP, json!({}))],
-            announce_nodes: vec![],
-            replicas: 1,
-        },
-    )
+    let (lab, client) = up(bare(2)).await;
+    SpeakerSetup {
+        l2: json!({}),
+        announce_nodes: vec![],
+        replicas: 1,
+        ..SpeakerSetup::default()
+    }
+    .run(&lab, &client)
     .await;
-    let lb = match wait_ingress(&client, APP, 1).await[0] {
-        IpAddr::V4(a) => a,
-        other => panic!("{other} is not IPv4"),
-    };
+    let lb = single_v4(&client, APP).await;
     let probe = PacketSock::open(CLIENT_NS, "eth0");
     let leader = eventually("announced", WAIT, || async {
-        let macs = arp_answerers(&probe, lb, 2);
+        let macs = arp_answerers(&probe, lb, 2, ARP_WAIT);
         match macs.len() {
             1 => node_of_mac(&lab, *macs.iter().next().unwrap()).ok_or("unknown MAC".into()),
             _ => Err(format!("answered by {macs:?}")),
@@ -1294,7 +697,13 @@ async fn malformed_frame_storm_is_ignored_and_valid_requests_still_answered() {
     let nodes = node_names(&lab);
     let pids: BTreeMap<String, i32> = nodes
         .iter()
-        .map(|n| (n.clone(), speaker_pid(&lab, n)))
+        .map(|n| {
+            let pid = speaker_pid(&lab, n);
+            (
+                n.clone(),
+                pid.unwrap_or_else(|| panic!("speaker on {n} not running")),
+            )
+        })
         .collect();
     let rss_before: BTreeMap<String, (u64, u64)> = pids
         .iter()
@@ -1374,7 +783,7 @@ async fn malformed_frame_storm_is_ignored_and_valid_requests_still_answered() {
     // Every speaker still runs, its RSS barely moved, and valid requests are answered.
     for (n, p) in &pids {
         assert!(process::alive(*p), "speaker on {n} died during the storm");
-        assert_eq!(speaker_pid(&lab, n), *p, "speaker on {n} restarted");
+        assert_eq!(speaker_pid(&lab, n), Some(*p), "speaker on {n} restarted");
         let (rss, hwm) = rss_kib(*p).expect("rss");
         let (rss0, hwm0) = rss_before[n];
         eprintln!(
