@@ -18,12 +18,12 @@ use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually};
 use ferrolb_integration::testkit::stats::Samples;
 use ferrolb_integration::testkit::{
     MEMBERLIST_SECRET, SPEAKER_PORT, apply_echo, apply_l2, apply_namespace, apply_pool, bare,
-    env_usize, install_crds, members_live, metric, node_names, put_key, services_left, speaker_pid,
-    try_metrics_on, up,
+    delete_services, env_usize, install_crds, members_live, metric, node_names, put_key,
+    services_left, speaker_pid, try_metrics_on, up,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 const BENCH_NS: &str = "bench";
@@ -103,19 +103,7 @@ fn leading_total(lab: &Lab, nodes: &[String]) -> Option<f64> {
 }
 
 async fn delete_all(lab: &Lab, client: &kube::Client, nodes: &[String]) {
-    let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
-    // Retried: under load the API server has dropped this long request's connection
-    // (hyper IncompleteMessage), and a dropped request may have deleted part.
-    let mut tries = 0;
-    while let Err(e) = svcs
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-    {
-        tries += 1;
-        assert!(tries < 5, "delete services: {e}");
-        eprintln!("delete services failed ({e}), retrying");
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    delete_services(client, BENCH_NS).await;
     eventually("nothing announced", Duration::from_secs(180), || async {
         let left = services_left(client, BENCH_NS).await?;
         match leading_total(lab, nodes) {

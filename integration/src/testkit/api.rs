@@ -326,9 +326,19 @@ pub async fn wait_ip_set(
 /// Deletes every Service in `ns`.
 pub async fn delete_services(client: &Client, ns: &str) {
     let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
-    svcs.delete_collection(&DeleteParams::default(), &ListParams::default())
+    // Retried: under load (thousands of Services) the API server has dropped this long
+    // request's connection (hyper IncompleteMessage), and a dropped request may have
+    // deleted part of them; deleting the rest again is harmless.
+    let mut tries = 0;
+    while let Err(e) = svcs
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
-        .expect("delete services");
+    {
+        tries += 1;
+        assert!(tries < 5, "delete services in {ns}: {e}");
+        eprintln!("delete services in {ns} failed ({e}), retrying");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 /// How many Services are left in `ns`.
