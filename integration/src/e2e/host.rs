@@ -95,20 +95,7 @@ pub fn generic_neighbour_mac<H: ClientHost + ?Sized>(
     Ok(parse_neighbour(&String::from_utf8_lossy(&out.stdout)))
 }
 
-/// The curl command line the scenarios use: silent but with errors, no
-/// proxy, IPv6 literals allowed, bounded.
-pub fn curl_argv(url: &str, timeout: Duration) -> Vec<String> {
-    strings(&[
-        "curl",
-        "-sS",
-        "-g",
-        "--noproxy",
-        "*",
-        "--max-time",
-        &format!("{:.3}", timeout.as_secs_f64()),
-        url,
-    ])
-}
+pub use crate::lab::curl_argv;
 
 /// `ip` as it is written in a URL's host part.
 pub fn url_host(ip: IpAddr) -> String {

@@ -202,6 +202,25 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
+/// The curl command line for requests inside the lab (and the e2e scenarios):
+/// silent but with errors, no proxy, IPv6 literals allowed, bounded.
+pub fn curl_argv(url: &str, timeout: Duration) -> Vec<String> {
+    let secs = format!("{:.3}", timeout.as_secs_f64());
+    [
+        "curl",
+        "-sS",
+        "-g",
+        "--noproxy",
+        "*",
+        "--max-time",
+        &secs,
+        url,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
 /// A lab, and for tests the guard that removes it.
 #[derive(Debug)]
 pub struct Lab {
@@ -577,21 +596,8 @@ impl Lab {
     /// Fetches `url` with curl from host `from`; the body on success.
     pub fn curl(&self, from: &str, url: &str, timeout: Duration) -> Result<String> {
         let h = self.topology.host(from)?;
-        let secs = format!("{:.3}", timeout.as_secs_f64());
-        let c = Cmd::in_netns(
-            &h.netns(),
-            &[
-                "curl",
-                "-sS",
-                "-g",
-                "--noproxy",
-                "*",
-                "--max-time",
-                &secs,
-                url,
-            ],
-        )
-        .limit(timeout + Duration::from_secs(5));
+        let c = Cmd::in_netns(&h.netns(), &curl_argv(url, timeout))
+            .limit(timeout + Duration::from_secs(5));
         Ok(String::from_utf8_lossy(&c.run()?.stdout).into_owned())
     }
 
@@ -604,20 +610,8 @@ impl Lab {
             std::net::IpAddr::V4(a) => format!("http://{a}:9/"),
             std::net::IpAddr::V6(a) => format!("http://[{a}]:9/"),
         };
-        let c = Cmd::in_netns(
-            &h.netns(),
-            &[
-                "curl",
-                "-sS",
-                "-g",
-                "--noproxy",
-                "*",
-                "--max-time",
-                "2",
-                &url,
-            ],
-        )
-        .limit(Duration::from_secs(8));
+        let c = Cmd::in_netns(&h.netns(), &curl_argv(&url, Duration::from_secs(2)))
+            .limit(Duration::from_secs(8));
         let out = c.output()?;
         // curl exit 7 is "could not connect": refused (the peer's kernel sent
         // a RST) or unreachable; only a resolved neighbour entry tells the
