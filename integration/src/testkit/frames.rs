@@ -123,16 +123,8 @@ impl PacketSock {
             .unwrap_or_else(|| panic!("no index for {iface} in {netns}: {text}"));
         let mac = mac_of(netns, iface);
         let facts = IfaceFacts {
-            name: iface.to_string(),
-            index,
-            mac,
-            up: true,
-            loopback: false,
-            noarp: false,
-            broadcast: true,
-            ethernet: true,
-            has_master: false,
             ipv6_link_local: false,
+            ..IfaceFacts::ethernet(iface, index, mac)
         };
         let sock = spawn_in_netns(netns, move || {
             PacketSocket::open(&facts, Duration::from_millis(5))

@@ -81,6 +81,25 @@ pub struct IfaceFacts {
     pub ipv6_link_local: bool,
 }
 
+impl IfaceFacts {
+    /// An up Ethernet link with broadcast and an IPv6 link-local address: what a
+    /// node's uplink usually is (tests and tools start from it and change a field).
+    pub fn ethernet(name: &str, index: u32, mac: MacAddr) -> IfaceFacts {
+        IfaceFacts {
+            name: name.to_string(),
+            index,
+            mac,
+            up: true,
+            loopback: false,
+            noarp: false,
+            broadcast: true,
+            ethernet: true,
+            has_master: false,
+            ipv6_link_local: true,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Family {
     V4,
@@ -276,18 +295,7 @@ mod tests {
     use super::*;
 
     fn eth(name: &str) -> IfaceFacts {
-        IfaceFacts {
-            name: name.to_string(),
-            index: 2,
-            mac: MacAddr([0, 0, 0x5e, 0, 0x53, 1]),
-            up: true,
-            loopback: false,
-            noarp: false,
-            broadcast: true,
-            ethernet: true,
-            has_master: false,
-            ipv6_link_local: true,
-        }
+        IfaceFacts::ethernet(name, 2, MacAddr([0, 0, 0x5e, 0, 0x53, 1]))
     }
 
     fn list(names: &[&str]) -> BTreeSet<String> {

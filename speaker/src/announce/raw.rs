@@ -809,24 +809,30 @@ mod tests {
     }
 
     fn iface(name: &str, index: u32, mac: MacAddr) -> IfaceFacts {
-        IfaceFacts {
-            name: name.to_string(),
-            index,
-            mac,
-            up: true,
-            loopback: false,
-            noarp: false,
-            broadcast: true,
-            ethernet: true,
-            has_master: false,
-            ipv6_link_local: true,
-        }
+        IfaceFacts::ethernet(name, index, mac)
     }
 
     fn announcer(sockets: &FakeSockets) -> RawAnnouncer {
         RawAnnouncer::with_parts(
             RawConfig::default(),
             Box::new(FakeIfaces(vec![iface("eth0", 2, B), iface("veth0", 3, A)])),
+            Box::new(sockets.clone()),
+        )
+        .unwrap()
+    }
+
+    /// One interface, a one-frame takeover burst, and re-asserts `gap` apart: the
+    /// conflict tests count single frames.
+    fn eth0_announcer(sockets: &FakeSockets, gap: Duration) -> RawAnnouncer {
+        RawAnnouncer::with_parts(
+            RawConfig {
+                burst: BurstConfig {
+                    count: 1,
+                    ..BurstConfig::default()
+                },
+                reassert_gap: gap,
+            },
+            Box::new(FakeIfaces(vec![iface("eth0", 2, B)])),
             Box::new(sockets.clone()),
         )
         .unwrap()
@@ -976,18 +982,7 @@ mod tests {
     #[tokio::test]
     async fn conflict_is_reported_counted_and_reasserted_once_per_gap() {
         let sockets = FakeSockets::default();
-        let mut a = RawAnnouncer::with_parts(
-            RawConfig {
-                burst: BurstConfig {
-                    count: 1,
-                    ..BurstConfig::default()
-                },
-                reassert_gap: Duration::from_secs(3600),
-            },
-            Box::new(FakeIfaces(vec![iface("eth0", 2, B)])),
-            Box::new(sockets.clone()),
-        )
-        .unwrap();
+        let mut a = eth0_announcer(&sockets, Duration::from_secs(3600));
         a.set_leading(lead(&[LB4.into()]));
         let eth0 = sockets.wire("eth0");
         let garp = gratuitous_arp(LB4, B).encode();
@@ -1127,18 +1122,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn claims_inside_the_gap_get_one_deferred_reassert() {
         let sockets = FakeSockets::default();
-        let mut a = RawAnnouncer::with_parts(
-            RawConfig {
-                burst: BurstConfig {
-                    count: 1,
-                    ..BurstConfig::default()
-                },
-                reassert_gap: Duration::from_secs(1),
-            },
-            Box::new(FakeIfaces(vec![iface("eth0", 2, B)])),
-            Box::new(sockets.clone()),
-        )
-        .unwrap();
+        let mut a = eth0_announcer(&sockets, Duration::from_secs(1));
         a.set_leading(lead(&[LB4.into(), LB4B.into()]));
         let eth0 = sockets.wire("eth0");
         let garp = gratuitous_arp(LB4, B).encode();
