@@ -90,7 +90,10 @@ fn service(i: usize, v4: usize) -> Service {
 }
 
 fn release_bin(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release")).join(name);
+    let p = ferrolb_integration::lab::LabPaths::from_env()
+        .target_dir()
+        .join("release")
+        .join(name);
     p.is_file().then_some(p)
 }
 

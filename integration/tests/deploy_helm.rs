@@ -532,13 +532,17 @@ impl Drop for Proc {
     }
 }
 
-/// A ferrolb binary: `FERROLB_CONTROLLER`/`FERROLB_SPEAKER`, else
-/// target/debug, built when missing.
+/// A ferrolb binary: `FERROLB_CONTROLLER`/`FERROLB_SPEAKER`, else debug/ in
+/// cargo's target directory (`CARGO_TARGET_DIR` honoured, as the lab does),
+/// built when missing.
 fn ferrolb_bin(name: &str, env: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
         return p.into();
     }
-    let bin = repo().join("target/debug").join(name);
+    let bin = ferrolb_integration::lab::LabPaths::from_env()
+        .target_dir()
+        .join("debug")
+        .join(name);
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
