@@ -75,6 +75,33 @@ impl Proto {
     }
 }
 
+/// A Service port as the NodePort DNAT reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SvcPort {
+    pub proto: Proto,
+    pub port: u16,
+    /// `None`: no nodePort (`allocateLoadBalancerNodePorts: false`).
+    pub node_port: Option<u16>,
+}
+
+/// A Service's ports, less those no rule can be written for (a protocol other than
+/// TCP, UDP and SCTP, a port number out of range).
+pub fn ports_of(svc: &Service) -> Vec<SvcPort> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(SvcPort {
+                proto: Proto::from_k8s(p.protocol.as_deref())?,
+                port: u16::try_from(p.port).ok()?,
+                node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+            })
+        })
+        .collect()
+}
+
 /// Packets for `ip`, `proto`, `port` go to this node's `node_port`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NatEntry {
@@ -202,8 +229,8 @@ pub struct Desired {
 /// using it, every port with a nodePort. `node_ips` are this node's InternalIPs (the
 /// first of each family is used). When two Services sharing an address claim the same
 /// port (MetalLB's sharing rules forbid it), the first by namespace/name wins.
-pub fn desired<'a>(
-    led: impl IntoIterator<Item = (IpAddr, &'a ServiceKey, &'a Service)>,
+pub fn desired<'a, P: AsRef<[SvcPort]> + 'a>(
+    led: impl IntoIterator<Item = (IpAddr, &'a ServiceKey, &'a P)>,
     node_ips: &[IpAddr],
 ) -> Desired {
     let node_v4 = node_ips.iter().find_map(|ip| match ip {
@@ -222,28 +249,21 @@ pub fn desired<'a>(
         },
         ..Desired::default()
     };
-    let mut led: Vec<(IpAddr, &ServiceKey, &Service)> = led.into_iter().collect();
+    let mut led: Vec<(IpAddr, &ServiceKey, &P)> = led.into_iter().collect();
     led.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let mut claimed: BTreeSet<(IpAddr, Proto, u16)> = BTreeSet::new();
-    for (ip, key, svc) in led {
+    for (ip, key, ports) in led {
         let has_family = match ip {
             IpAddr::V4(_) => node_v4.is_some(),
             IpAddr::V6(_) => node_v6.is_some(),
         };
-        for p in svc
-            .spec
-            .as_ref()
-            .and_then(|s| s.ports.as_ref())
-            .into_iter()
-            .flatten()
+        for &SvcPort {
+            proto,
+            port,
+            node_port,
+        } in ports.as_ref()
         {
-            let Some(proto) = Proto::from_k8s(p.protocol.as_deref()) else {
-                continue;
-            };
-            let Ok(port) = u16::try_from(p.port) else {
-                continue;
-            };
-            let Some(node_port) = p.node_port.and_then(|n| u16::try_from(n).ok()) else {
+            let Some(node_port) = node_port else {
                 let ports = out.without_node_port.entry(key.clone()).or_default();
                 let text = format!("{port}/{}", proto.k8s());
                 if !ports.contains(&text) {

@@ -7,12 +7,13 @@ use super::nft::script;
 use super::worker::NatHandle;
 use super::*;
 
-fn svc(ports: serde_json::Value) -> Service {
-    serde_json::from_value(json!({
+fn svc(ports: serde_json::Value) -> Vec<SvcPort> {
+    let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": "x", "namespace": "default"},
         "spec": {"type": "LoadBalancer", "ports": ports}
     }))
-    .unwrap()
+    .unwrap();
+    ports_of(&svc)
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -236,4 +237,36 @@ async fn worker_retries_a_failed_apply() {
     assert_eq!(fake.current(), rules(80));
     h.stop(Duration::from_secs(10)).await;
     assert_eq!(fake.current(), NatRules::default());
+}
+
+#[test]
+fn ports_of_keeps_what_a_rule_can_be_written_for() {
+    let ports = svc(json!([
+        {"port": 80},
+        {"port": 53, "protocol": "UDP", "nodePort": 30053},
+        {"port": 7, "protocol": "ICMP", "nodePort": 30007},
+        {"port": 70000, "nodePort": 30070},
+        {"port": 81, "nodePort": 70000}
+    ]));
+    let want = [
+        SvcPort {
+            proto: Proto::Tcp,
+            port: 80,
+            node_port: None,
+        },
+        SvcPort {
+            proto: Proto::Udp,
+            port: 53,
+            node_port: Some(30053),
+        },
+        SvcPort {
+            proto: Proto::Tcp,
+            port: 81,
+            node_port: None,
+        },
+    ];
+    assert_eq!(
+        ports, want,
+        "unset protocol is TCP; unknown ones and bad ports dropped"
+    );
 }

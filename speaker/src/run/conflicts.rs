@@ -69,7 +69,7 @@ pub fn group(conflicts: Vec<Conflict>) -> Vec<Claim> {
 pub fn services_of(ip: IpAddr, eligibility: &BTreeMap<IpAddr, Eligibility>) -> Vec<ServiceKey> {
     eligibility
         .get(&ip)
-        .map(|e| e.services.iter().cloned().collect())
+        .map(|e| e.services.clone())
         .unwrap_or_default()
 }
 

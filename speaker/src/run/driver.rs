@@ -198,6 +198,8 @@ impl<A: Announcer> Driver<A> {
 
     /// The API view changed: recomputes eligibility and the peer list, then elects.
     pub fn api_changed(&mut self, now: Instant) -> Transition {
+        // Emptied first: the old and the new map are never in memory together.
+        self.eligibility.clear();
         self.eligibility = self.world.eligibility();
         let peers = self.peer_names();
         if peers != self.peers

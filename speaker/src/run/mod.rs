@@ -23,6 +23,7 @@ pub mod logonly;
 pub mod metrics;
 pub mod state;
 pub mod view;
+pub mod writes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -43,8 +44,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::net::UdpSocket;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::announce::Announcer;
@@ -177,13 +177,47 @@ enum KeyProblem {
 /// A ServiceL2Status this node wants to exist (Some) or not (None).
 type L2Job = Option<MetalLBServiceL2Status>;
 
-struct Loop<A> {
+/// An event to publish and the object it is about.
+struct EventJob {
+    event: KEvent,
+    reference: ObjectReference,
+}
+
+type Writes = writes::Queue<Box<EventJob>, L2Job>;
+
+/// Carries out the queued API writes ([`writes`]).
+struct ApiWriter {
     client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    node: String,
+}
+
+impl writes::Execute<Box<EventJob>, L2Job> for ApiWriter {
+    async fn run(&self, work: writes::Work<Box<EventJob>, L2Job>) {
+        match work {
+            writes::Work::Event(key, job) => {
+                if let Err(e) = self.recorder.publish(&job.event, &job.reference).await {
+                    self.metrics.update_errors.inc();
+                    warn!(service = %key, error = %e, "cannot post event");
+                }
+            }
+            writes::Work::Status(key, job) => {
+                if let Err(e) = write_l2_status(self.client.clone(), &self.node, &key, job).await {
+                    self.metrics.update_errors.inc();
+                    warn!(service = %key, error = %e, "ServiceL2Status write failed");
+                }
+            }
+        }
+    }
+}
+
+struct Loop<A> {
     opts: Options,
     driver: Driver<A>,
     stores: ConfigStores,
     /// Handled Services only, as [`view::compact_service`].
-    services: NsStore<Service>,
+    services: NsStore<view::SvcEntry>,
     slices: NsStore<(ServiceKey, state::SliceReadiness)>,
     nodes: NsStore<view::NodeEntry>,
     /// The membership key bytes of the Secret (`None`: no `secretkey` in it).
@@ -203,8 +237,8 @@ struct Loop<A> {
     last_config_errors: Vec<ConfigError>,
     /// ServiceL2Status contents last sent per Service, so unchanged ones are not rewritten.
     l2_sent: BTreeMap<ServiceKey, MetalLBServiceL2Status>,
-    inflight: BTreeMap<ServiceKey, JoinHandle<()>>,
-    recorder: Recorder,
+    /// Events and ServiceL2Status writes, off the loop and bounded (see [`writes`]).
+    writes: Writes,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     /// `--nodeport-dnat`: the table of this node's led addresses.
@@ -215,15 +249,13 @@ struct Loop<A> {
     nat_no_address: BTreeSet<std::net::IpAddr>,
     /// Rate limit of the duplicate-announcer events.
     conflict_events: conflicts::EventLimiter,
-    /// Bounds the API writes (events, ServiceL2Status) in flight: taking over hundreds
-    /// of addresses at once would otherwise open a connection per concurrent request
-    /// (each with its TLS buffers), most of the speaker's peak memory.
-    api_writes: Arc<Semaphore>,
 }
 
 /// Objects per page when a watch lists Services, EndpointSlices and Nodes.
 const LIST_PAGE_SIZE: u32 = 100;
-/// API writes in flight at once (see `Loop::api_writes`).
+/// API writes in flight at once (see [`writes`]): taking over hundreds of addresses at
+/// once would otherwise open a connection per concurrent request, each with its TLS
+/// buffers.
 const API_WRITES_IN_FLIGHT: usize = 4;
 
 /// Runs until `shutdown` turns true (then hands over gracefully) or a watch ends for
@@ -283,8 +315,16 @@ pub async fn run<A: Announcer + 'static>(
         opts.membership.clone(),
         announcer,
     );
+    let writes = writes::Queue::start(
+        API_WRITES_IN_FLIGHT,
+        ApiWriter {
+            client: client.clone(),
+            recorder,
+            metrics: metrics.clone(),
+            node: opts.node_name.clone(),
+        },
+    );
     let mut lp = Loop {
-        client,
         driver,
         opts,
         stores: ConfigStores::default(),
@@ -301,15 +341,13 @@ pub async fn run<A: Announcer + 'static>(
         bound_to: None,
         last_config_errors: Vec::new(),
         l2_sent: BTreeMap::new(),
-        inflight: BTreeMap::new(),
-        recorder,
+        writes,
         metrics,
         ready,
         nat: nat.map(NatHandle::start),
         nat_warned: BTreeSet::new(),
         nat_no_address: BTreeSet::new(),
         conflict_events: conflicts::EventLimiter::default(),
-        api_writes: Arc::new(Semaphore::new(API_WRITES_IN_FLIGHT)),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 2048];
@@ -475,28 +513,33 @@ impl<A: Announcer + 'static> Loop<A> {
         self.ready.store(ok, Ordering::Relaxed);
     }
 
+    /// Each map is emptied before it is refilled, so that the old and the new contents
+    /// are never in memory together.
     fn rebuild_world(&mut self) {
-        let lb_class = self.opts.lb_class.clone();
         let w = self.driver.world_mut();
-        w.services = self
-            .services
-            .objects
-            .values()
-            .filter_map(|s| view::service(s, lb_class.as_deref()).map(|i| (view::key_of(s), i)))
-            .collect();
+        w.services.clear();
+        w.services.extend(
+            self.services
+                .objects
+                .iter()
+                .map(|((ns, name), s)| (ServiceKey::new(ns.clone(), name.clone()), s.info.clone())),
+        );
         w.slices.clear();
-        for ((_, name), (key, r)) in &self.slices.objects {
-            w.slices
-                .entry(key.clone())
-                .or_default()
-                .insert(name.clone(), r.clone());
+        for (key, r) in self.slices.objects.values() {
+            match w.slices.get_mut(key) {
+                Some(all) => all.merge(r),
+                None => {
+                    w.slices.insert(key.clone(), r.clone());
+                }
+            }
         }
-        w.nodes = self
-            .nodes
-            .objects
-            .iter()
-            .map(|((_, name), n)| (name.clone(), n.info.clone()))
-            .collect();
+        w.nodes.clear();
+        w.nodes.extend(
+            self.nodes
+                .objects
+                .iter()
+                .map(|((_, name), n)| (name.clone(), n.info.clone())),
+        );
     }
 
     /// Builds the configuration; an invalid one is logged and the last good one stays.
@@ -681,7 +724,7 @@ impl<A: Announcer + 'static> Loop<A> {
                     .objects
                     .get(&(key.namespace.clone(), key.name.clone()))
                 {
-                    led.push((*ip, key, svc));
+                    led.push((*ip, key, &svc.ports));
                 }
             }
         }
@@ -698,25 +741,16 @@ impl<A: Announcer + 'static> Loop<A> {
             }
             let note = no_node_port_note(key, ports, &self.opts.node_name);
             warn!(service = %key, "{note}");
-            let reference = self.service_reference(key);
-            let recorder = self.recorder.clone();
-            let metrics = self.metrics.clone();
-            let key = key.clone();
-            let permits = self.api_writes.clone();
-            tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let ev = KEvent {
+            self.post_event(
+                key,
+                KEvent {
                     type_: EventType::Warning,
                     reason: NO_NODE_PORT_REASON.into(),
                     note: Some(note),
                     action: "Forward".into(),
                     secondary: None,
-                };
-                if let Err(e) = recorder.publish(&ev, &reference).await {
-                    metrics.update_errors.inc();
-                    warn!(service = %key, error = %e, "cannot post event");
-                }
-            });
+                },
+            );
         }
         self.nat_warned = d.without_node_port.into_keys().collect();
     }
@@ -758,7 +792,7 @@ impl<A: Announcer + 'static> Loop<A> {
             .services
             .objects
             .get(&(key.namespace.clone(), key.name.clone()))
-            .and_then(|s| s.uid());
+            .and_then(|s| s.uid.clone());
         ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Service".into()),
@@ -777,29 +811,28 @@ impl<A: Announcer + 'static> Loop<A> {
             }
         }
         for key in keys {
-            let reference = self.service_reference(&key);
-            let recorder = self.recorder.clone();
-            let metrics = self.metrics.clone();
             let note = format!(
                 "announcing from node {:?} with protocol \"layer2\"",
                 self.opts.node_name
             );
-            let permits = self.api_writes.clone();
-            tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let ev = KEvent {
+            self.post_event(
+                &key,
+                KEvent {
                     type_: EventType::Normal,
                     reason: "nodeAssigned".into(),
                     note: Some(note),
                     action: "Announce".into(),
                     secondary: None,
-                };
-                if let Err(e) = recorder.publish(&ev, &reference).await {
-                    metrics.update_errors.inc();
-                    warn!(service = %key, error = %e, "cannot post event");
-                }
-            });
+                },
+            );
         }
+    }
+
+    /// Queues an event about `key`'s Service.
+    fn post_event(&self, key: &ServiceKey, event: KEvent) {
+        let reference = self.service_reference(key);
+        self.writes
+            .event(key.clone(), Box::new(EventJob { event, reference }));
     }
 
     /// What this node's ServiceL2Status objects should say: one per Service of every
@@ -864,7 +897,7 @@ impl<A: Announcer + 'static> Loop<A> {
             let key = ServiceKey::new(st.service_namespace.clone(), st.service_name.clone());
             if !desired.contains_key(&key)
                 && !self.l2_sent.contains_key(&key)
-                && !self.inflight.contains_key(&key)
+                && !self.writes.busy(&key)
             {
                 jobs.insert(key, None);
             }
@@ -874,32 +907,11 @@ impl<A: Announcer + 'static> Loop<A> {
                 Some(st) => self.l2_sent.insert(key.clone(), st.clone()),
                 None => self.l2_sent.remove(&key),
             };
-            self.spawn_l2_write(key, job);
+            self.writes.status(key, job);
         }
     }
 
-    fn spawn_l2_write(&mut self, key: ServiceKey, job: L2Job) {
-        let prev = self.inflight.remove(&key);
-        let client = self.client.clone();
-        let metrics = self.metrics.clone();
-        let node = self.opts.node_name.clone();
-        let key2 = key.clone();
-        let permits = self.api_writes.clone();
-        let h = tokio::spawn(async move {
-            if let Some(p) = prev {
-                let _ = p.await;
-            }
-            let _permit = permits.acquire_owned().await;
-            if let Err(e) = write_l2_status(client, &node, &key2, job).await {
-                metrics.update_errors.inc();
-                warn!(service = %key2, error = %e, "ServiceL2Status write failed");
-            }
-        });
-        self.inflight.insert(key, h);
-    }
-
     async fn on_tick(&mut self) {
-        self.inflight.retain(|_, h| !h.is_finished());
         if !self.started {
             return;
         }
@@ -922,19 +934,16 @@ impl<A: Announcer + 'static> Loop<A> {
         self.report_conflicts(std::time::Instant::now());
         // Repairs failed writes: objects the watch shows differing from what we want.
         let desired = self.desired_l2();
+        let mut present: BTreeSet<ServiceKey> = BTreeSet::new();
         for st in self.l2_status.objects.values() {
             let key = ServiceKey::new(st.service_namespace.clone(), st.service_name.clone());
-            if desired.get(&key) != Some(st) && !self.inflight.contains_key(&key) {
+            if desired.get(&key) != Some(st) && !self.writes.busy(&key) {
                 self.l2_sent.remove(&key);
             }
+            present.insert(key);
         }
         for key in desired.keys() {
-            let present = self
-                .l2_status
-                .objects
-                .values()
-                .any(|s| s.service_name == key.name && s.service_namespace == key.namespace);
-            if !present && self.l2_status.synced && !self.inflight.contains_key(key) {
+            if !present.contains(key) && self.l2_status.synced && !self.writes.busy(key) {
                 self.l2_sent.remove(key);
             }
         }
@@ -969,24 +978,16 @@ impl<A: Announcer + 'static> Loop<A> {
             now,
         );
         for (key, note) in events {
-            let reference = self.service_reference(&key);
-            let recorder = self.recorder.clone();
-            let metrics = self.metrics.clone();
-            let permits = self.api_writes.clone();
-            tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let ev = KEvent {
+            self.post_event(
+                &key,
+                KEvent {
                     type_: EventType::Warning,
                     reason: conflicts::DUPLICATE_ANNOUNCER_REASON.into(),
                     note: Some(note),
                     action: conflicts::DUPLICATE_ANNOUNCER_ACTION.into(),
                     secondary: None,
-                };
-                if let Err(e) = recorder.publish(&ev, &reference).await {
-                    metrics.update_errors.inc();
-                    warn!(service = %key, error = %e, "cannot post event");
-                }
-            });
+                },
+            );
         }
     }
 
@@ -1011,14 +1012,9 @@ impl<A: Announcer + 'static> Loop<A> {
         let keys: Vec<ServiceKey> = self.l2_sent.keys().cloned().collect();
         for key in keys {
             self.l2_sent.remove(&key);
-            self.spawn_l2_write(key, None);
+            self.writes.status(key, None);
         }
-        let pending = std::mem::take(&mut self.inflight);
-        let all = futures::future::join_all(pending.into_values());
-        if tokio::time::timeout(Duration::from_secs(3), all)
-            .await
-            .is_err()
-        {
+        if !self.writes.wait_idle(Duration::from_secs(3)).await {
             warn!("ServiceL2Status clean-up did not finish in time");
         }
     }

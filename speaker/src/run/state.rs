@@ -49,6 +49,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_config::Config;
 
@@ -69,13 +70,38 @@ pub struct ServiceInfo {
     pub local: bool,
 }
 
-/// Readiness of one EndpointSlice.
+/// Readiness of one EndpointSlice, or of all a Service's slices together.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SliceReadiness {
     /// At least one ready endpoint, with or without a node name.
     pub any_ready: bool,
-    /// Nodes hosting at least one ready endpoint.
-    pub ready_nodes: BTreeSet<String>,
+    /// Nodes hosting at least one ready endpoint, sorted, without repeats (a `Vec`:
+    /// one B-tree node would take room for eleven names per slice).
+    pub ready_nodes: Vec<String>,
+}
+
+impl SliceReadiness {
+    /// Adds `other`'s endpoints: a Service's readiness is the union over its slices.
+    pub fn merge(&mut self, other: &SliceReadiness) {
+        self.any_ready |= other.any_ready;
+        for n in &other.ready_nodes {
+            self.add_node(n);
+        }
+    }
+
+    /// Records a ready endpoint on node `n`.
+    pub fn add_node(&mut self, n: &str) {
+        if let Err(at) = self.ready_nodes.binary_search_by(|x| x.as_str().cmp(n)) {
+            self.ready_nodes.insert(at, n.to_string());
+        }
+    }
+
+    /// A ready endpoint runs on node `n`.
+    pub fn on_node(&self, n: &str) -> bool {
+        self.ready_nodes
+            .binary_search_by(|x| x.as_str().cmp(n))
+            .is_ok()
+    }
 }
 
 /// What the speaker needs of a Node.
@@ -105,8 +131,8 @@ impl NodeInfo {
 #[derive(Clone, Debug, Default)]
 pub struct World {
     pub services: BTreeMap<ServiceKey, ServiceInfo>,
-    /// EndpointSlices by Service, then by slice name.
-    pub slices: BTreeMap<ServiceKey, BTreeMap<String, SliceReadiness>>,
+    /// Endpoint readiness by Service: the union over its EndpointSlices.
+    pub slices: BTreeMap<ServiceKey, SliceReadiness>,
     pub nodes: BTreeMap<String, NodeInfo>,
     /// The last valid configuration (an invalid one never replaces it).
     pub config: Option<Config>,
@@ -139,12 +165,18 @@ impl Unannounced {
 }
 
 /// Who may announce one address.
+///
+/// The collections are sorted `Vec`s, not B-trees: a B-tree node has room for eleven
+/// entries, and these usually hold one Service and a few nodes, for each of possibly
+/// thousands of addresses. Node names are shared between addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Eligibility {
-    pub services: BTreeSet<ServiceKey>,
+    /// The Services using the address, sorted, without repeats.
+    pub services: Vec<ServiceKey>,
     pub pool: Option<String>,
-    /// Eligible nodes with the interfaces each would announce on (`None`: all).
-    pub nodes: BTreeMap<String, Option<BTreeSet<String>>>,
+    /// Eligible nodes, sorted by name, with the interfaces each would announce on
+    /// (`None`: all).
+    pub nodes: Vec<(Arc<str>, Option<BTreeSet<String>>)>,
     /// Set when `nodes` is empty.
     pub reason: Option<Unannounced>,
     /// The address this one's group is elected on: the lowest address of the Services
@@ -153,17 +185,37 @@ pub struct Eligibility {
     pub elect_on: Option<IpAddr>,
 }
 
+impl Eligibility {
+    /// The interfaces of an eligible node (`Some(None)`: all of them); `None` when the
+    /// node is not eligible.
+    pub fn node(&self, name: &str) -> Option<&Option<BTreeSet<String>>> {
+        self.nodes
+            .binary_search_by(|(n, _)| (**n).cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i].1)
+    }
+
+    /// The eligible nodes' names, in order.
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().map(|(n, _)| &**n)
+    }
+}
+
 impl World {
     /// Per address in any handled Service's status: who may announce it.
     pub fn eligibility(&self) -> BTreeMap<IpAddr, Eligibility> {
         let mut by_ip: BTreeMap<IpAddr, Eligibility> = BTreeMap::new();
         for (key, svc) in &self.services {
             for ip in &svc.ips {
-                by_ip.entry(*ip).or_default().services.insert(key.clone());
+                let services = &mut by_ip.entry(*ip).or_default().services;
+                if let Err(at) = services.binary_search(key) {
+                    services.insert(at, key.clone());
+                }
             }
         }
+        let names: Vec<Arc<str>> = self.nodes.keys().map(|n| Arc::from(n.as_str())).collect();
         for (ip, e) in &mut by_ip {
-            self.fill(*ip, e);
+            self.fill(*ip, e, &names);
         }
         for (key, members) in self.groups(&by_ip) {
             for ip in members {
@@ -206,7 +258,8 @@ impl World {
         out
     }
 
-    fn fill(&self, ip: IpAddr, e: &mut Eligibility) {
+    /// `names` are `self.nodes`' names, in order, to share.
+    fn fill(&self, ip: IpAddr, e: &mut Eligibility, names: &[Arc<str>]) {
         let Some(cfg) = &self.config else {
             e.reason = Some(Unannounced::NoConfig);
             return;
@@ -230,19 +283,17 @@ impl World {
             let Some(svc) = self.services.get(key) else {
                 continue;
             };
-            let slices = self.slices.get(key);
-            let ready_somewhere = slices.is_some_and(|s| s.values().any(|r| r.any_ready));
+            let ready = self.slices.get(key);
+            let ready_somewhere = ready.is_some_and(|r| r.any_ready);
             if !ready_somewhere {
                 continue;
             }
             any_ready = true;
-            for (name, node) in &self.nodes {
-                if e.nodes.contains_key(name) || !node.usable() {
+            for ((name, node), shared) in self.nodes.iter().zip(names) {
+                if e.nodes.iter().any(|(n, _)| **n == **name) || !node.usable() {
                     continue;
                 }
-                if svc.local
-                    && !slices.is_some_and(|s| s.values().any(|r| r.ready_nodes.contains(name)))
-                {
+                if svc.local && !ready.is_some_and(|r| r.on_node(name)) {
                     continue;
                 }
                 let matching: Vec<_> = advs
@@ -265,9 +316,11 @@ impl World {
                             .collect(),
                     )
                 };
-                e.nodes.insert(name.clone(), interfaces);
+                e.nodes.push((shared.clone(), interfaces));
             }
         }
+        // Several Services add nodes in turn, so the order is restored once here.
+        e.nodes.sort_by(|a, b| a.0.cmp(&b.0));
         if e.nodes.is_empty() {
             e.reason = Some(if any_ready {
                 Unannounced::NoEligibleNode
@@ -329,12 +382,7 @@ pub fn plan(me: &str, eligibility: &BTreeMap<IpAddr, Eligibility>, live: Livenes
         let candidates: Vec<(IpAddr, &Eligibility, Vec<&str>)> = members
             .into_iter()
             .map(|(ip, e)| {
-                let c: Vec<&str> = e
-                    .nodes
-                    .keys()
-                    .map(String::as_str)
-                    .filter(|n| live.contains(*n))
-                    .collect();
+                let c: Vec<&str> = e.node_names().filter(|n| live.contains(*n)).collect();
                 (ip, e, c)
             })
             .filter(|(_, _, c)| !c.is_empty())
@@ -356,7 +404,7 @@ pub fn plan(me: &str, eligibility: &BTreeMap<IpAddr, Eligibility>, live: Livenes
                 out.mine.insert(
                     *ip,
                     AnnounceSpec {
-                        interfaces: e.nodes.get(me).cloned().flatten(),
+                        interfaces: e.node(me).cloned().flatten(),
                         services: e.services.iter().map(ToString::to_string).collect(),
                     },
                 );

@@ -2,21 +2,15 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{
-    LoadBalancerIngress, LoadBalancerStatus, Node, Service, ServicePort, ServiceSpec, ServiceStatus,
-};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
-use kube::api::ObjectMeta;
 
 use super::state::{NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
+use crate::nat::{SvcPort, ports_of};
 
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
-pub fn key_of(svc: &Service) -> ServiceKey {
-    ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
-}
 
 /// The Service as the speaker sees it, or `None` when the speaker does not handle it:
 /// not of type LoadBalancer, another load balancer class, or no address in status.
@@ -45,55 +39,25 @@ pub fn service(svc: &Service, lb_class: Option<&str>) -> Option<ServiceInfo> {
     })
 }
 
-/// What the speaker keeps of a Service it handles (`None` for the others, see
-/// [`service`]): name, namespace and uid (for events), the fields [`service`] reads,
-/// and each port's protocol, port and nodePort (for the NodePort DNAT). Everything else
-/// (managedFields, annotations, labels, selector, cluster IPs...) is dropped on arrival.
-pub fn compact_service(svc: &Service, lb_class: Option<&str>) -> Option<Service> {
-    service(svc, lb_class)?;
-    let spec = svc.spec.as_ref()?;
-    let ports = spec.ports.as_ref().map(|ps| {
-        ps.iter()
-            .map(|p| ServicePort {
-                protocol: p.protocol.clone(),
-                port: p.port,
-                node_port: p.node_port,
-                ..Default::default()
-            })
-            .collect()
-    });
-    let ingress = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|is| {
-            is.iter()
-                .filter(|i| i.ip.is_some())
-                .map(|i| LoadBalancerIngress {
-                    ip: i.ip.clone(),
-                    ..Default::default()
-                })
-                .collect()
-        });
-    Some(Service {
-        metadata: ObjectMeta {
-            name: svc.metadata.name.clone(),
-            namespace: svc.metadata.namespace.clone(),
-            uid: svc.metadata.uid.clone(),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: spec.type_.clone(),
-            load_balancer_class: spec.load_balancer_class.clone(),
-            external_traffic_policy: spec.external_traffic_policy.clone(),
-            ports,
-            ..Default::default()
-        }),
-        status: Some(ServiceStatus {
-            load_balancer: Some(LoadBalancerStatus { ingress }),
-            ..Default::default()
-        }),
+/// What the speaker keeps of a Service it handles: the uid (for events), what
+/// [`service`] reads and the ports (for the NodePort DNAT). A plain struct rather than a
+/// trimmed `Service`: k8s-openapi's types carry hundreds of bytes of empty optional
+/// fields each, which at 1,000 Services was a large share of the speaker's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SvcEntry {
+    pub uid: Option<String>,
+    pub info: ServiceInfo,
+    pub ports: Vec<SvcPort>,
+}
+
+/// The [`SvcEntry`] of a Service the speaker handles (`None` for the others, see
+/// [`service`]); everything else (managedFields, annotations, labels, selector, cluster
+/// IPs...) is dropped on arrival.
+pub fn compact_service(svc: &Service, lb_class: Option<&str>) -> Option<SvcEntry> {
+    Some(SvcEntry {
+        info: service(svc, lb_class)?,
+        uid: svc.metadata.uid.clone(),
+        ports: ports_of(svc),
     })
 }
 
@@ -125,7 +89,7 @@ pub fn slice(es: &EndpointSlice) -> Option<(ServiceKey, SliceReadiness)> {
         }
         r.any_ready = true;
         if let Some(n) = &ep.node_name {
-            r.ready_nodes.insert(n.clone());
+            r.add_node(n);
         }
     }
     Some((key, r))
@@ -173,6 +137,7 @@ pub fn internal_ips(n: &Node) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nat::Proto;
     use serde_json::json;
 
     fn svc(v: serde_json::Value) -> Service {
@@ -216,18 +181,16 @@ mod tests {
                                                     {"hostname": "x"}]}}
         }));
         let c = compact_service(&full, None).unwrap();
-        assert_eq!(service(&c, None), service(&full, None));
-        assert_eq!(key_of(&c), key_of(&full));
-        assert_eq!(c.metadata.uid.as_deref(), Some("u1"));
-        assert!(c.metadata.managed_fields.is_none() && c.metadata.annotations.is_none());
-        let spec = c.spec.as_ref().unwrap();
-        assert!(spec.selector.is_none() && spec.cluster_ip.is_none());
-        let p = &spec.ports.as_ref().unwrap()[0];
+        assert_eq!(Some(&c.info), service(&full, None).as_ref());
+        assert_eq!(c.uid.as_deref(), Some("u1"));
         assert_eq!(
-            (p.port, p.node_port, p.protocol.as_deref()),
-            (80, Some(30080), Some("TCP"))
+            c.ports,
+            [SvcPort {
+                proto: Proto::Tcp,
+                port: 80,
+                node_port: Some(30080)
+            }]
         );
-        assert!(p.name.is_none() && p.target_port.is_none());
         // A Service the speaker does not handle is not kept.
         assert!(compact_service(&full, Some("other")).is_none());
     }

@@ -59,13 +59,10 @@ metadata: {name: l2, namespace: metallb-system}
         );
         w.slices.insert(
             key,
-            BTreeMap::from([(
-                "s".to_string(),
-                SliceReadiness {
-                    any_ready: true,
-                    ready_nodes: BTreeSet::from(["n1".to_string()]),
-                },
-            )]),
+            SliceReadiness {
+                any_ready: true,
+                ready_nodes: vec!["n1".to_string()],
+            },
         );
     }
     w
@@ -570,13 +567,10 @@ fn add_dual_stack(net: &mut Net) -> (IpAddr, IpAddr) {
         );
         d.world_mut().slices.insert(
             key,
-            BTreeMap::from([(
-                "s".to_string(),
-                SliceReadiness {
-                    any_ready: true,
-                    ready_nodes: BTreeSet::from(["n2".to_string()]),
-                },
-            )]),
+            SliceReadiness {
+                any_ready: true,
+                ready_nodes: vec!["n2".to_string()],
+            },
         );
         d.api_changed(now);
     }

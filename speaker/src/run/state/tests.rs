@@ -40,14 +40,11 @@ fn svc(name: &str) -> ServiceKey {
     ServiceKey::new("default", name)
 }
 
-fn ready_on(nodes: &[&str]) -> BTreeMap<String, SliceReadiness> {
-    BTreeMap::from([(
-        "s1".to_string(),
-        SliceReadiness {
-            any_ready: !nodes.is_empty(),
-            ready_nodes: nodes.iter().map(|s| s.to_string()).collect(),
-        },
-    )])
+fn ready_on(nodes: &[&str]) -> SliceReadiness {
+    SliceReadiness {
+        any_ready: !nodes.is_empty(),
+        ready_nodes: nodes.iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 /// Three usable nodes, the pool advertised everywhere, one Cluster-policy Service at
@@ -74,7 +71,7 @@ fn world() -> World {
 fn eligible(w: &World, addr: &str) -> Vec<String> {
     w.eligibility()
         .get(&ip(addr))
-        .map(|e| e.nodes.keys().cloned().collect())
+        .map(|e| e.node_names().map(String::from).collect())
         .unwrap_or_default()
 }
 
@@ -89,7 +86,12 @@ fn cluster_policy_every_usable_node_is_eligible() {
     let e = &w.eligibility()[&ip(IP)];
     assert_eq!(e.pool.as_deref(), Some("first"));
     assert_eq!(e.reason, None);
-    assert_eq!(e.nodes["n2"], None, "no interfaces named: every interface");
+    assert_eq!(
+        e.node("n2"),
+        Some(&None),
+        "no interfaces named: every interface"
+    );
+    assert_eq!(e.node("n4"), None, "not a node");
 }
 
 #[test]
@@ -107,13 +109,10 @@ fn endpoint_without_node_name_counts_for_cluster_policy_only() {
     let mut w = world();
     w.slices.insert(
         svc("echo"),
-        BTreeMap::from([(
-            "s1".into(),
-            SliceReadiness {
-                any_ready: true,
-                ready_nodes: BTreeSet::new(),
-            },
-        )]),
+        SliceReadiness {
+            any_ready: true,
+            ready_nodes: Vec::new(),
+        },
     );
     assert_eq!(eligible(&w, IP), ["n1", "n2", "n3"]);
     w.services.get_mut(&svc("echo")).unwrap().local = true;
@@ -127,14 +126,32 @@ fn local_policy_only_nodes_with_a_ready_local_endpoint() {
     w.services.get_mut(&svc("echo")).unwrap().local = true;
     assert_eq!(eligible(&w, IP), ["n1"]);
     // Readiness is the union over the Service's slices.
-    w.slices.get_mut(&svc("echo")).unwrap().insert(
-        "s2".into(),
-        SliceReadiness {
+    w.slices
+        .get_mut(&svc("echo"))
+        .unwrap()
+        .merge(&SliceReadiness {
             any_ready: true,
-            ready_nodes: BTreeSet::from(["n3".to_string()]),
-        },
-    );
+            ready_nodes: vec!["n3".to_string()],
+        });
     assert_eq!(eligible(&w, IP), ["n1", "n3"]);
+}
+
+#[test]
+fn readiness_merges_into_a_sorted_union() {
+    let mut all = SliceReadiness::default();
+    for slice in [
+        ready_on(&["n3", "n1"]),
+        ready_on(&[]),
+        ready_on(&["n2", "n1"]),
+    ] {
+        all.merge(&slice);
+    }
+    assert!(all.any_ready);
+    assert_eq!(all.ready_nodes, ["n1", "n2", "n3"]);
+    assert!(all.on_node("n2") && !all.on_node("n4"));
+    let mut none = SliceReadiness::default();
+    none.merge(&ready_on(&[]));
+    assert!(!none.any_ready && none.ready_nodes.is_empty());
 }
 
 #[test]
@@ -224,9 +241,13 @@ spec:
         .insert("zone".into(), "b".into());
     let e = &w.eligibility()[&ip(IP)];
     let set = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
-    assert_eq!(e.nodes["n1"], set(&["eth1"]));
-    assert_eq!(e.nodes["n2"], set(&["eth1", "eth2"]));
-    assert_eq!(e.nodes["n3"], None, "c names no interface: all of them");
+    assert_eq!(e.node("n1"), Some(&set(&["eth1"])));
+    assert_eq!(e.node("n2"), Some(&set(&["eth1", "eth2"])));
+    assert_eq!(
+        e.node("n3"),
+        Some(&None),
+        "c names no interface: all of them"
+    );
 }
 
 #[test]
