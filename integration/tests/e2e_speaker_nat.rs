@@ -4,8 +4,9 @@
 //! Service's NodePort. Checks what a client sees (requests through the address reach
 //! the pods) and where the table is (on the leader, and nowhere else, through a Service
 //! move, a node failure and recovery, and the Service's deletion); a Service without
-//! NodePorts gets a Warning event; and a control lab without `--nodeport-dnat` shows the
-//! address unreachable although it is announced.
+//! NodePorts gets a Warning event; `loadBalancerSourceRanges` keep out a client outside
+//! them; and a control lab without `--nodeport-dnat` shows the address unreachable
+//! although it is announced.
 //!
 //! Needs root, the Go harness and built `ferrolb-controller` and `ferrolb-speaker`.
 
@@ -15,12 +16,12 @@ use std::time::Duration;
 
 use ferrolb_integration::lab::{Lab, LabOptions, eventually};
 use ferrolb_integration::testkit::{
-    self as kit, APP, APP_NS, EXCLUDE_LABEL, EchoService, SPEAKER_PORT, SpeakerSetup, WORKERS,
-    label_node, print_speaker_warnings,
+    self as kit, APP, APP_NS, CLIENT_V4, EXCLUDE_LABEL, EchoService, SPEAKER_PORT, SpeakerSetup,
+    WORKERS, label_node, print_speaker_warnings,
 };
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 const NO_NP: &str = "echo-no-nodeport";
@@ -265,6 +266,41 @@ async fn nodeport_dnat_carries_proxy_mode_addresses() {
             assert!(!t.contains(&no_np_ip.to_string()), "{}: {t}", n.name);
         }
     }
+
+    // loadBalancerSourceRanges: kube-proxy sees these packets as NodePort packets and
+    // cannot enforce them, so the leader's table does.
+    let set_ranges = |r: serde_json::Value| {
+        let svcs = svcs.clone();
+        async move {
+            let patch = json!({"spec": {"loadBalancerSourceRanges": r}});
+            svcs.patch(APP, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("patch source ranges");
+        }
+    };
+    set_ranges(json!(["203.0.113.0/24"])).await;
+    eventually("the leader's table guards the address", WAIT, || async {
+        match table(&lab, &after) {
+            Some(t) if t.contains("203.0.113.0/24") => Ok(()),
+            t => Err(format!("{t:?}")),
+        }
+    })
+    .await
+    .expect("ranges in the table");
+    for _ in 0..3 {
+        let r = request(&lab, &format!("http://{LB_IP}/"));
+        assert!(
+            !r.as_ref().is_ok_and(|b| pods.contains(b)),
+            "a client outside the ranges was answered: {r:?}"
+        );
+    }
+    let body = request(&lab, &format!("http://192.0.2.10:{np}/")).expect("nodeport");
+    assert!(
+        pods.contains(&body),
+        "direct NodePort clients are untouched"
+    );
+    set_ranges(json!(["203.0.113.0/24", format!("{CLIENT_V4}/32")])).await;
+    wait_forwarded(&lab, &pods, np, None).await;
 
     // Deleting the Service removes the rules.
     svcs.delete(APP, &DeleteParams::default())

@@ -44,7 +44,13 @@ struct Netns {
 
 impl Netns {
     fn create() -> Netns {
-        let id = std::process::id() % 100_000;
+        // Unique per test too: the tests of this file run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let n = Netns {
             client: format!("flb-t-natc{id}"),
             node: format!("flb-t-natn{id}"),
@@ -300,12 +306,14 @@ fn rules() -> NatRules {
                 proto: Proto::Tcp,
                 port: 80,
                 node_port: NODE_PORT,
+                sources: None,
             },
             NatEntry {
                 ip: LB6.parse().unwrap(),
                 proto: Proto::Tcp,
                 port: 80,
                 node_port: NODE_PORT,
+                sources: None,
             },
         ]
         .into(),
@@ -387,4 +395,46 @@ fn a_failing_nft_is_an_error() {
     assert!(t.clear().is_err());
     let mut t = NftTable::new("false");
     assert!(t.apply(&rules()).is_err());
+}
+
+#[test]
+fn source_ranges_let_only_their_clients_through() {
+    require_root("source_ranges_let_only_their_clients_through");
+    let ns = Netns::create();
+    let _pod = Pod::start(&ns);
+    let with_sources = |v4: &[&str], v6: &[&str]| {
+        let mut r = rules();
+        r.entries = r
+            .entries
+            .into_iter()
+            .map(|mut e| {
+                let nets = if e.ip.is_ipv4() { v4 } else { v6 };
+                e.sources = Some(nets.iter().map(|n| n.parse().unwrap()).collect());
+                e
+            })
+            .collect();
+        r
+    };
+    // The client's own addresses are allowed: it gets through on both families.
+    let mut table = NftTable::default();
+    let r = with_sources(&["203.0.113.0/24", "192.0.2.200/32"], &["2001:db8:2::/64"]);
+    ns.within(&ns.node, move || table.apply(&r)).expect("apply");
+    for url in [LB4_URL, LB6_URL] {
+        let (body, _) = ns.curl(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(body, BODY, "{url}");
+    }
+    // Ranges without the client: dropped, on both families (no IPv6 range at all is
+    // no IPv6 client), while its direct NodePort traffic is untouched.
+    let mut table = NftTable::default();
+    let r = with_sources(&["203.0.113.0/24"], &[]);
+    ns.within(&ns.node, move || table.apply(&r)).expect("apply");
+    for url in [LB4_URL, LB6_URL] {
+        assert!(
+            ns.curl(url).is_err(),
+            "{url} answered a client outside the ranges"
+        );
+    }
+    assert_node_port_works(&ns);
+    let mut table = NftTable::default();
+    ns.within(&ns.node, move || table.clear()).expect("clear");
 }

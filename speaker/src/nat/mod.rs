@@ -21,6 +21,11 @@
 //! state of ours. Packets of established connections are rewritten too, then NAT puts
 //! the Pod's address in whatever the header says. Direct NodePort clients never match.
 //!
+//! `loadBalancerSourceRanges` (or the older annotation, as kube-proxy reads them) are
+//! enforced in the same chain, since kube-proxy, which enforces them for `VIP`
+//! addresses, sees these packets as NodePort packets: before the rewrite, a packet for
+//! a guarded `address:port` from a source outside its ranges is dropped.
+//!
 //! The kernel is behind [`NatTable`] (the whole desired state in, the whole table
 //! replaced atomically); [`nft::NftTable`] drives the `nft` binary, [`FakeTable`]
 //! records calls for tests, and [`worker::NatHandle`] applies the latest desired state
@@ -33,6 +38,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
+
+use ipnet::IpNet;
 
 use k8s_openapi::api::core::v1::Service;
 
@@ -84,6 +91,69 @@ pub struct SvcPort {
     pub node_port: Option<u16>,
 }
 
+/// The older way to give a Service's source ranges (comma-separated), read when
+/// `spec.loadBalancerSourceRanges` is empty, as kube-proxy does.
+pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+
+/// What the NodePort DNAT reads of a Service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceNat {
+    pub ports: Vec<SvcPort>,
+    /// The sources allowed to reach the Service's addresses; `None`: any.
+    pub source_ranges: Option<Vec<IpNet>>,
+}
+
+/// A Service's ports ([`ports_of`]) and source ranges ([`source_ranges_of`]).
+pub fn service_nat(svc: &Service) -> ServiceNat {
+    ServiceNat {
+        ports: ports_of(svc),
+        source_ranges: source_ranges_of(svc),
+    }
+}
+
+/// `spec.loadBalancerSourceRanges`, or when empty the [`SOURCE_RANGES_ANNOTATION`];
+/// `None` when neither says anything. A range that does not parse (the API server
+/// validates both, so only a bypassed validation gets here) is left out but the
+/// restriction stays: the Service fails closed, not open.
+pub fn source_ranges_of(svc: &Service) -> Option<Vec<IpNet>> {
+    let from_spec: Vec<&str> = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_source_ranges.as_ref())
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let raw: Vec<&str> = if from_spec.is_empty() {
+        svc.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SOURCE_RANGES_ANNOTATION))
+            .map(|v| v.split(',').collect())
+            .unwrap_or_default()
+    } else {
+        from_spec
+    };
+    let raw: Vec<&str> = raw
+        .into_iter()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .collect();
+    if raw.is_empty() {
+        return None;
+    }
+    Some(
+        raw.into_iter()
+            .filter_map(|r| {
+                r.parse::<IpNet>()
+                    .or_else(|_| r.parse::<IpAddr>().map(IpNet::from))
+                    .ok()
+                    .map(|n| n.trunc())
+            })
+            .collect(),
+    )
+}
+
 /// A Service's ports, less those no rule can be written for (a protocol other than
 /// TCP, UDP and SCTP, a port number out of range).
 pub fn ports_of(svc: &Service) -> Vec<SvcPort> {
@@ -109,6 +179,9 @@ pub struct NatEntry {
     pub proto: Proto,
     pub port: u16,
     pub node_port: u16,
+    /// Only packets from these sources (of `ip`'s family) pass; the others are
+    /// dropped. `None`: any source.
+    pub sources: Option<Vec<IpNet>>,
 }
 
 /// The whole desired state of this node's table. Empty: no table at all.
@@ -229,8 +302,8 @@ pub struct Desired {
 /// using it, every port with a nodePort. `node_ips` are this node's InternalIPs (the
 /// first of each family is used). When two Services sharing an address claim the same
 /// port (MetalLB's sharing rules forbid it), the first by namespace/name wins.
-pub fn desired<'a, P: AsRef<[SvcPort]> + 'a>(
-    led: impl IntoIterator<Item = (IpAddr, &'a ServiceKey, &'a P)>,
+pub fn desired<'a>(
+    led: impl IntoIterator<Item = (IpAddr, &'a ServiceKey, &'a ServiceNat)>,
     node_ips: &[IpAddr],
 ) -> Desired {
     let node_v4 = node_ips.iter().find_map(|ip| match ip {
@@ -249,19 +322,26 @@ pub fn desired<'a, P: AsRef<[SvcPort]> + 'a>(
         },
         ..Desired::default()
     };
-    let mut led: Vec<(IpAddr, &ServiceKey, &P)> = led.into_iter().collect();
+    let mut led: Vec<(IpAddr, &ServiceKey, &ServiceNat)> = led.into_iter().collect();
     led.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let mut claimed: BTreeSet<(IpAddr, Proto, u16)> = BTreeSet::new();
-    for (ip, key, ports) in led {
+    for (ip, key, svc) in led {
         let has_family = match ip {
             IpAddr::V4(_) => node_v4.is_some(),
             IpAddr::V6(_) => node_v6.is_some(),
         };
+        // Ranges of the other family never match this address's packets.
+        let sources: Option<Vec<IpNet>> = svc.source_ranges.as_ref().map(|rs| {
+            rs.iter()
+                .filter(|n| n.addr().is_ipv4() == ip.is_ipv4())
+                .copied()
+                .collect()
+        });
         for &SvcPort {
             proto,
             port,
             node_port,
-        } in ports.as_ref()
+        } in &svc.ports
         {
             let Some(node_port) = node_port else {
                 let ports = out.without_node_port.entry(key.clone()).or_default();
@@ -281,6 +361,7 @@ pub fn desired<'a, P: AsRef<[SvcPort]> + 'a>(
                     proto,
                     port,
                     node_port,
+                    sources: sources.clone(),
                 });
             }
         }

@@ -108,17 +108,65 @@ pub fn script(rules: &NatRules) -> String {
             ("ip", "ipv4_addr", "4")
         };
         for proto in [Proto::Tcp, Proto::Udp, Proto::Sctp] {
-            let elements: Vec<String> = rules
+            let entries: Vec<_> = rules
                 .entries
                 .iter()
                 .filter(|e| e.proto == proto && e.ip.is_ipv6() == v6)
-                .map(|e| format!("{} . {} : {}", e.ip, e.port, e.node_port))
                 .collect();
-            if elements.is_empty() {
+            if entries.is_empty() {
                 continue;
             }
+            let elements: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{} . {} : {}", e.ip, e.port, e.node_port))
+                .collect();
             let p = proto.nft();
             let map = format!("{p}{suffix}");
+            // Source ranges: a guarded address:port drops every source outside its
+            // allowed ranges, before any rewrite.
+            let guarded: Vec<String> = entries
+                .iter()
+                .filter(|e| e.sources.is_some())
+                .map(|e| format!("{} . {}", e.ip, e.port))
+                .collect();
+            if !guarded.is_empty() {
+                let allowed: Vec<String> = entries
+                    .iter()
+                    .flat_map(|e| {
+                        e.sources
+                            .iter()
+                            .flatten()
+                            .map(move |n| format!("{} . {} . {n}", e.ip, e.port))
+                    })
+                    .collect();
+                let _ = write!(
+                    maps,
+                    "	set guard_{map} {{
+		type {addr_type} . inet_service
+		elements = {{ {} }}
+	}}
+",
+                    guarded.join(", ")
+                );
+                let _ = write!(
+                    maps,
+                    "	set allow_{map} {{
+		type {addr_type} . inet_service . {addr_type}
+		flags interval
+"
+                );
+                if !allowed.is_empty() {
+                    let _ = writeln!(maps, "		elements = {{ {} }}", allowed.join(", "));
+                }
+                maps.push_str(
+                    "	}
+",
+                );
+                let _ = writeln!(
+                    chain,
+                    "		{fam} daddr . {p} dport @guard_{map} {fam} daddr . {p} dport . {fam} saddr != @allow_{map} drop"
+                );
+            }
             let _ = write!(
                 maps,
                 "\tmap {map} {{\n\t\ttype {addr_type} . inet_service : inet_service\n\t\telements = {{ {} }}\n\t}}\n",

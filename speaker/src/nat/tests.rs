@@ -7,13 +7,13 @@ use super::nft::script;
 use super::worker::NatHandle;
 use super::*;
 
-fn svc(ports: serde_json::Value) -> Vec<SvcPort> {
+fn svc(ports: serde_json::Value) -> ServiceNat {
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": "x", "namespace": "default"},
         "spec": {"type": "LoadBalancer", "ports": ports}
     }))
     .unwrap();
-    ports_of(&svc)
+    service_nat(&svc)
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -26,7 +26,12 @@ fn entry(i: &str, proto: Proto, port: u16, node_port: u16) -> NatEntry {
         proto,
         port,
         node_port,
+        sources: None,
     }
+}
+
+fn nets(v: &[&str]) -> Vec<IpNet> {
+    v.iter().map(|n| n.parse().unwrap()).collect()
 }
 
 #[test]
@@ -266,7 +271,116 @@ fn ports_of_keeps_what_a_rule_can_be_written_for() {
         },
     ];
     assert_eq!(
-        ports, want,
+        ports.ports, want,
         "unset protocol is TCP; unknown ones and bad ports dropped"
     );
+    assert_eq!(ports.source_ranges, None);
+}
+
+#[test]
+fn source_ranges_from_the_spec_else_the_annotation() {
+    let with = |v: serde_json::Value| -> Option<Vec<IpNet>> {
+        let mut base = json!({"metadata": {"name": "x", "namespace": "default"},
+                              "spec": {"type": "LoadBalancer"}});
+        if let Some(r) = v.get("spec") {
+            base["spec"]["loadBalancerSourceRanges"] = r.clone();
+        }
+        if let Some(a) = v.get("annotation") {
+            base["metadata"]["annotations"] = json!({ SOURCE_RANGES_ANNOTATION: a });
+        }
+        source_ranges_of(&serde_json::from_value(base).unwrap())
+    };
+    assert_eq!(with(json!({})), None);
+    assert_eq!(
+        with(json!({"spec": ["203.0.113.0/24", "2001:db8:1::/48"]})),
+        Some(nets(&["203.0.113.0/24", "2001:db8:1::/48"]))
+    );
+    assert_eq!(
+        with(json!({"annotation": " 192.0.2.0/25 , 203.0.113.7 "})),
+        Some(nets(&["192.0.2.0/25", "203.0.113.7/32"])),
+        "annotation: comma-separated, bare addresses are hosts"
+    );
+    assert_eq!(
+        with(json!({"spec": ["203.0.113.0/24"], "annotation": "192.0.2.0/24"})),
+        Some(nets(&["203.0.113.0/24"])),
+        "the spec wins"
+    );
+    assert_eq!(
+        with(json!({"spec": ["not-a-range"]})),
+        Some(vec![]),
+        "an unparsable range fails closed"
+    );
+    assert_eq!(
+        with(json!({"spec": ["203.0.113.9/24"]})),
+        Some(nets(&["203.0.113.0/24"])),
+        "host bits are cleared"
+    );
+}
+
+#[test]
+fn source_ranges_follow_each_address_family() {
+    let a = ServiceKey::new("default", "a");
+    let mut sa = svc(json!([{"port": 80, "nodePort": 30080}]));
+    sa.source_ranges = Some(nets(&["203.0.113.0/24"]));
+    let d = desired(
+        [
+            (ip("198.51.100.10"), &a, &sa),
+            (ip("2001:db8::10"), &a, &sa),
+        ],
+        &[ip("192.0.2.101"), ip("2001:db8:0:2::101")],
+    );
+    let by_ip: BTreeMap<IpAddr, Option<Vec<IpNet>>> = d
+        .rules
+        .entries
+        .iter()
+        .map(|e| (e.ip, e.sources.clone()))
+        .collect();
+    assert_eq!(by_ip[&ip("198.51.100.10")], Some(nets(&["203.0.113.0/24"])));
+    assert_eq!(
+        by_ip[&ip("2001:db8::10")],
+        Some(vec![]),
+        "only IPv4 ranges: no IPv6 source may pass"
+    );
+}
+
+#[test]
+fn script_guards_addresses_with_source_ranges() {
+    let mut guarded = entry("198.51.100.10", Proto::Tcp, 80, 30080);
+    guarded.sources = Some(nets(&["203.0.113.0/24", "192.0.2.200/32"]));
+    let mut closed = entry("198.51.100.12", Proto::Tcp, 80, 30081);
+    closed.sources = Some(vec![]);
+    let rules = NatRules {
+        node_v4: Some("192.0.2.101".parse().unwrap()),
+        node_v6: None,
+        entries: [
+            guarded,
+            closed,
+            entry("198.51.100.11", Proto::Tcp, 80, 30082),
+        ]
+        .into(),
+    };
+    let want = "add table inet ferrolb_nat
+delete table inet ferrolb_nat
+table inet ferrolb_nat {
+\tset guard_tcp4 {
+\t\ttype ipv4_addr . inet_service
+\t\telements = { 198.51.100.10 . 80, 198.51.100.12 . 80 }
+\t}
+\tset allow_tcp4 {
+\t\ttype ipv4_addr . inet_service . ipv4_addr
+\t\tflags interval
+\t\telements = { 198.51.100.10 . 80 . 203.0.113.0/24, 198.51.100.10 . 80 . 192.0.2.200/32 }
+\t}
+\tmap tcp4 {
+\t\ttype ipv4_addr . inet_service : inet_service
+\t\telements = { 198.51.100.10 . 80 : 30080, 198.51.100.11 . 80 : 30082, 198.51.100.12 . 80 : 30081 }
+\t}
+\tchain prerouting {
+\t\ttype filter hook prerouting priority mangle; policy accept;
+\t\tip daddr . tcp dport @guard_tcp4 ip daddr . tcp dport . ip saddr != @allow_tcp4 drop
+\t\ttcp dport set ip daddr . tcp dport map @tcp4 ip daddr set 192.0.2.101
+\t}
+}
+";
+    assert_eq!(script(&rules), want);
 }

@@ -724,7 +724,7 @@ impl<A: Announcer + 'static> Loop<A> {
                     .objects
                     .get(&(key.namespace.clone(), key.name.clone()))
                 {
-                    led.push((*ip, key, &svc.ports));
+                    led.push((*ip, key, &svc.nat));
                 }
             }
         }

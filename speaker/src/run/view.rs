@@ -7,7 +7,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
 use super::state::{NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
-use crate::nat::{SvcPort, ports_of};
+use crate::nat::{ServiceNat, service_nat};
 
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -40,14 +40,14 @@ pub fn service(svc: &Service, lb_class: Option<&str>) -> Option<ServiceInfo> {
 }
 
 /// What the speaker keeps of a Service it handles: the uid (for events), what
-/// [`service`] reads and the ports (for the NodePort DNAT). A plain struct rather than a
+/// [`service`] reads, and the ports and source ranges (for the NodePort DNAT). A plain struct rather than a
 /// trimmed `Service`: k8s-openapi's types carry hundreds of bytes of empty optional
 /// fields each, which at 1,000 Services was a large share of the speaker's memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SvcEntry {
     pub uid: Option<String>,
     pub info: ServiceInfo,
-    pub ports: Vec<SvcPort>,
+    pub nat: ServiceNat,
 }
 
 /// The [`SvcEntry`] of a Service the speaker handles (`None` for the others, see
@@ -57,7 +57,7 @@ pub fn compact_service(svc: &Service, lb_class: Option<&str>) -> Option<SvcEntry
     Some(SvcEntry {
         info: service(svc, lb_class)?,
         uid: svc.metadata.uid.clone(),
-        ports: ports_of(svc),
+        nat: service_nat(svc),
     })
 }
 
@@ -137,7 +137,7 @@ pub fn internal_ips(n: &Node) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nat::Proto;
+    use crate::nat::{Proto, SvcPort};
     use serde_json::json;
 
     fn svc(v: serde_json::Value) -> Service {
@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(Some(&c.info), service(&full, None).as_ref());
         assert_eq!(c.uid.as_deref(), Some("u1"));
         assert_eq!(
-            c.ports,
+            c.nat.ports,
             [SvcPort {
                 proto: Proto::Tcp,
                 port: 80,
