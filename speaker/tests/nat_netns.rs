@@ -110,6 +110,23 @@ impl Netns {
             &n.client,
             &["-6", "route", "add", "2001:db8:100::/64", "via", NODE6],
         );
+        // The node routes the addresses elsewhere (to the client) as a node with a
+        // default route would: only the table brings its own connections back.
+        n.ip(
+            &n.node,
+            &["route", "add", "198.51.100.0/24", "via", "192.0.2.200"],
+        );
+        n.ip(
+            &n.node,
+            &[
+                "-6",
+                "route",
+                "add",
+                "2001:db8:100::/64",
+                "via",
+                "2001:db8:2::200",
+            ],
+        );
         n.ip(&n.pod, &["route", "add", "default", "via", "198.18.0.1"]);
         n.ip(
             &n.pod,
@@ -121,10 +138,15 @@ impl Netns {
             "sysctl",
             &["-qw", "net.ipv6.conf.all.forwarding=1"],
         );
-        // kube-proxy's part, reduced to one NodePort: DNAT to the pod, masquerade.
+        // kube-proxy's part, reduced to one NodePort: DNAT to the pod (for packets
+        // arriving and for the node's own, as kube-proxy's OUTPUT rules), masquerade.
         let kp = format!(
             "table inet kube_proxy_standin {{
   chain pre {{ type nat hook prerouting priority dstnat; policy accept;
+    meta nfproto ipv4 fib daddr type local tcp dport {NODE_PORT} meta mark set 0x4000 dnat ip to {POD4}:{POD_PORT}
+    meta nfproto ipv6 fib daddr type local tcp dport {NODE_PORT} meta mark set 0x4000 dnat ip6 to [{POD6}]:{POD_PORT}
+  }}
+  chain out {{ type nat hook output priority -100; policy accept;
     meta nfproto ipv4 fib daddr type local tcp dport {NODE_PORT} meta mark set 0x4000 dnat ip to {POD4}:{POD_PORT}
     meta nfproto ipv6 fib daddr type local tcp dport {NODE_PORT} meta mark set 0x4000 dnat ip6 to [{POD6}]:{POD_PORT}
   }}
@@ -171,8 +193,13 @@ impl Netns {
 
     /// `curl` from the client: Ok((body, the address:port that answered)).
     fn curl(&self, url: &str) -> Result<(String, String), String> {
+        self.curl_from(&self.client, url)
+    }
+
+    /// `curl` from namespace `ns`.
+    fn curl_from(&self, ns: &str, url: &str) -> Result<(String, String), String> {
         let o = self.exec(
-            &self.client,
+            ns,
             "curl",
             &[
                 "-sS",
@@ -339,9 +366,13 @@ fn forwards_led_addresses_to_the_node_port_and_clears() {
     let ns = Netns::create();
     let _pod = Pod::start(&ns);
     assert_node_port_works(&ns);
-    // Nothing forwards the address yet.
+    // Nothing forwards the address yet, for the client or the node itself.
     for url in [LB4_URL, LB6_URL] {
         assert!(ns.curl(url).is_err(), "{url} answered without the table");
+        assert!(
+            ns.curl_from(&ns.node, url).is_err(),
+            "{url} answered the node without the table"
+        );
     }
 
     let mut table = NftTable::default();
@@ -360,6 +391,21 @@ fn forwards_led_addresses_to_the_node_port_and_clears() {
         assert_eq!(from, peer, "{url}");
     }
     assert_node_port_works(&ns);
+    // The leader node's own connections to the address (host-network processes) are
+    // rewritten too, on the output path.
+    for (url, peer) in [
+        (LB4_URL, "198.51.100.10:80"),
+        (LB6_URL, "2001:db8:100::10:80"),
+    ] {
+        let (body, from) = ns
+            .curl_from(&ns.node, url)
+            .unwrap_or_else(|e| panic!("{url} from the node: {e}"));
+        assert_eq!(
+            (body.as_str(), from.as_str()),
+            (BODY, peer),
+            "{url} from the node"
+        );
+    }
 
     // Another port of the address is not forwarded.
     assert!(ns.curl("http://198.51.100.10:81/").is_err());

@@ -20,6 +20,9 @@
 //! back as their source from conntrack's own reverse NAT: no reply rule, no mark, no
 //! state of ours. Packets of established connections are rewritten too, then NAT puts
 //! the Pod's address in whatever the header says. Direct NodePort clients never match.
+//! The leader's own connections to the address take the same rules on the output hook,
+//! in a `route` chain so that the rewritten packet is routed again (to the node
+//! itself, where kube-proxy's OUTPUT NAT rules handle NodePorts).
 //!
 //! `loadBalancerSourceRanges` (or the older annotation, as kube-proxy reads them) are
 //! enforced in the same chain, since kube-proxy, which enforces them for `VIP`

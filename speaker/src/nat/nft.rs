@@ -184,7 +184,7 @@ pub fn script(rules: &NatRules) -> String {
     }
     let _ = write!(
         s,
-        "table inet {TABLE} {{\n{maps}\tchain prerouting {{\n\t\ttype filter hook prerouting priority mangle; policy accept;\n{chain}\t}}\n}}\n"
+        "table inet {TABLE} {{\n{maps}\tchain prerouting {{\n\t\ttype filter hook prerouting priority mangle; policy accept;\n{chain}\t}}\n\tchain output {{\n\t\ttype route hook output priority mangle; policy accept;\n{chain}\t}}\n}}\n"
     );
     s
 }

@@ -162,6 +162,12 @@ table inet ferrolb_nat {
 \t\tudp dport set ip daddr . udp dport map @udp4 ip daddr set 192.0.2.101
 \t\ttcp dport set ip6 daddr . tcp dport map @tcp6 ip6 daddr set 2001:db8:0:2::101
 \t}
+\tchain output {
+\t\ttype route hook output priority mangle; policy accept;
+\t\ttcp dport set ip daddr . tcp dport map @tcp4 ip daddr set 192.0.2.101
+\t\tudp dport set ip daddr . udp dport map @udp4 ip daddr set 192.0.2.101
+\t\ttcp dport set ip6 daddr . tcp dport map @tcp6 ip6 daddr set 2001:db8:0:2::101
+\t}
 }
 ";
     assert_eq!(script(&rules), want);
@@ -377,6 +383,11 @@ table inet ferrolb_nat {
 \t}
 \tchain prerouting {
 \t\ttype filter hook prerouting priority mangle; policy accept;
+\t\tip daddr . tcp dport @guard_tcp4 ip daddr . tcp dport . ip saddr != @allow_tcp4 drop
+\t\ttcp dport set ip daddr . tcp dport map @tcp4 ip daddr set 192.0.2.101
+\t}
+\tchain output {
+\t\ttype route hook output priority mangle; policy accept;
 \t\tip daddr . tcp dport @guard_tcp4 ip daddr . tcp dport . ip saddr != @allow_tcp4 drop
 \t\ttcp dport set ip daddr . tcp dport map @tcp4 ip daddr set 192.0.2.101
 \t}
