@@ -2,6 +2,13 @@
 //! replicas never allocate at the same time. Writes use the Lease's resourceVersion, so
 //! two candidates racing for an expired lease cannot both win.
 //!
+//! Expiry is judged as client-go does, on this replica's own clock: a lease held by
+//! another replica is free once its record (holder, renewTime, transitions) has not
+//! changed for its duration since this replica first saw it. Comparing the holder's
+//! `renewTime` with the local wall clock instead would let clock skew between nodes
+//! give two leaders at once (a reader ahead by more than the duration takes a live
+//! lease).
+//!
 //! Every replica runs an [`Elector`] from the start: the standby keeps trying (and so
 //! keeps proving it reaches the API, which its readiness reports), the leader keeps
 //! renewing. On shutdown the leader [releases](Elector::release) the lease, so that the
@@ -45,16 +52,44 @@ fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
-/// Whether the lease as read lets `identity` take or keep it at `at`.
-fn may_take(spec: &LeaseSpec, identity: &str, at: Timestamp) -> bool {
+/// The lease record as last read, and when this replica first saw it (client-go's
+/// observed time).
+#[derive(Debug, Default)]
+struct Observed {
+    record: Option<(Option<String>, Option<MicroTime>, Option<i32>)>,
+    at: Option<Instant>,
+}
+
+impl Observed {
+    /// Records a read of `spec` at `now`; returns when its record was first seen.
+    fn see(&mut self, spec: &LeaseSpec, now: Instant) -> Instant {
+        let record = (
+            spec.holder_identity.clone(),
+            spec.renew_time.clone(),
+            spec.lease_transitions,
+        );
+        if self.record.as_ref() != Some(&record) || self.at.is_none() {
+            self.record = Some(record);
+            self.at = Some(now);
+        }
+        self.at.unwrap_or(now)
+    }
+}
+
+/// Whether the lease as read lets `identity` take or keep it at `now`, its record
+/// unchanged since `seen` (local monotonic time).
+fn may_take(spec: &LeaseSpec, identity: &str, seen: Instant, now: Instant) -> bool {
     let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
     match holder {
         // Released (client-go writes "" on release) or never held.
         None => true,
         Some(h) if h == identity => true,
-        Some(_) => match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(t), Some(d)) => at.duration_since(t.0).as_secs() > i64::from(d),
-            _ => true,
+        Some(_) => match spec.lease_duration_seconds {
+            Some(d) => {
+                let d = Duration::from_secs(u64::try_from(d).unwrap_or(0));
+                now.saturating_duration_since(seen) > d
+            }
+            None => true,
         },
     }
 }
@@ -83,7 +118,11 @@ fn released(mut spec: LeaseSpec, at: MicroTime) -> LeaseSpec {
 }
 
 /// One attempt to take or renew the lease; true if we hold it afterwards.
-async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> {
+async fn try_acquire(
+    api: &Api<Lease>,
+    cfg: &LeaseConfig,
+    observed: &mut Observed,
+) -> kube::Result<bool> {
     let secs = i32::try_from(cfg.duration.as_secs()).unwrap_or(i32::MAX);
     match api.get_opt(&cfg.name).await? {
         None => {
@@ -104,7 +143,9 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> 
         }
         Some(mut lease) => {
             let spec = lease.spec.take().unwrap_or_default();
-            if !may_take(&spec, &cfg.identity, Timestamp::now()) {
+            let read_at = Instant::now();
+            let seen = observed.see(&spec, read_at);
+            if !may_take(&spec, &cfg.identity, seen, read_at) {
                 return Ok(false);
             }
             lease.spec = Some(taken(spec, &cfg.identity, secs, now()));
@@ -185,8 +226,9 @@ async fn elect(api: Api<Lease>, cfg: LeaseConfig, tx: watch::Sender<Role>) {
     let mut leader = false;
     // Last time the API answered an attempt (standby health) or renewed our lease.
     let mut last_ok: Option<Instant> = None;
+    let mut observed = Observed::default();
     loop {
-        match try_acquire(&api, &cfg).await {
+        match try_acquire(&api, &cfg, &mut observed).await {
             Ok(true) => {
                 last_ok = Some(Instant::now());
                 if !leader {
@@ -250,25 +292,55 @@ mod tests {
         }
     }
 
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
     #[test]
     fn a_live_lease_of_another_replica_is_left_alone() {
+        let t0 = Instant::now();
+        let mut obs = Observed::default();
         let l = held_by("a", "2026-01-01T00:00:00Z");
-        assert!(!may_take(&l, "b", at("2026-01-01T00:00:10Z")));
-        assert!(may_take(&l, "a", at("2026-01-01T00:00:10Z")));
-        assert!(may_take(&l, "b", at("2026-01-01T00:00:16Z")));
+        let seen = obs.see(&l, t0);
+        assert!(!may_take(&l, "b", seen, t0 + secs(10)));
+        assert!(may_take(&l, "a", seen, t0 + secs(10)));
+        assert!(may_take(&l, "b", seen, t0 + secs(16)));
+        // Re-reading the same record keeps the first sighting.
+        assert_eq!(obs.see(&l, t0 + secs(16)), t0);
+        // A renewal seen later starts the wait again.
+        let renewed = held_by("a", "2026-01-01T00:00:14Z");
+        let seen = obs.see(&renewed, t0 + secs(16));
+        assert!(!may_take(&renewed, "b", seen, t0 + secs(30)));
+        assert!(may_take(&renewed, "b", seen, t0 + secs(32)));
+    }
+
+    #[test]
+    fn expiry_ignores_the_holders_clock() {
+        // The holder's clock is an hour behind (or the reader's ahead): its renewTime
+        // looks long past, but the record just changed, so the lease is live.
+        let t0 = Instant::now();
+        let mut obs = Observed::default();
+        let l = held_by("a", "2025-12-31T23:00:00Z");
+        let seen = obs.see(&l, t0);
+        assert!(!may_take(&l, "b", seen, t0 + secs(1)));
+        // A holder an hour ahead: the lease still expires 15 s after its last change.
+        let ahead = held_by("a", "2026-01-01T01:00:00Z");
+        let seen = obs.see(&ahead, t0 + secs(2));
+        assert!(may_take(&ahead, "b", seen, t0 + secs(18)));
     }
 
     #[test]
     fn a_released_lease_is_free_at_once() {
+        let t0 = Instant::now();
         let l = held_by("a", "2026-01-01T00:00:00Z");
         let r = released(l, MicroTime(at("2026-01-01T00:00:01Z")));
         assert_eq!(r.holder_identity, None);
-        assert!(may_take(&r, "b", at("2026-01-01T00:00:01Z")));
+        assert!(may_take(&r, "b", t0, t0));
         // client-go's release writes an empty holder: also free.
         let mut g = held_by("", "2026-01-01T00:00:00Z");
-        assert!(may_take(&g, "b", at("2026-01-01T00:00:01Z")));
+        assert!(may_take(&g, "b", t0, t0));
         g.holder_identity = None;
-        assert!(may_take(&g, "b", at("2026-01-01T00:00:01Z")));
+        assert!(may_take(&g, "b", t0, t0));
     }
 
     #[test]
