@@ -13,6 +13,9 @@
 //!    3 s idle, then over 3 s of UDP from B to A's own address at a bounded
 //!    20,000 packets/s, which is traffic the announcer must never see.
 //!
+//! Steps 2 and 3 are repeated `FERROLB_BENCH_RUNS` times (default 3) per mode;
+//! each run prints its figures, then the median and spread (min..max) over runs.
+//!
 //! The same binary is re-executed inside the namespaces (`--child`,
 //! `--requester`, `--flood`) for the parts that must run there.
 
@@ -168,6 +171,18 @@ fn run_in_b(lab: &VethLab, exe: &str, args: &[&str], timeout: Duration) -> Vec<S
     out
 }
 
+/// Median and spread (min..max) of `v` over runs.
+fn summary(what: &str, mut v: Vec<f64>) {
+    v.sort_by(f64::total_cmp);
+    println!(
+        "{what}: median {:.2}, spread {:.2}..{:.2} over {} runs",
+        v[v.len() / 2],
+        v[0],
+        v[v.len() - 1],
+        v.len()
+    );
+}
+
 fn pct(sorted: &[u64], p: usize) -> u64 {
     sorted[(sorted.len() - 1) * p / 100]
 }
@@ -211,6 +226,11 @@ fn orchestrate() {
         .expect("bench binary")
         .to_string_lossy()
         .into_owned();
+    let runs = std::env::var("FERROLB_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(3)
+        .max(1);
     let lab = VethLab::create("bench").expect("namespaces");
     println!(
         "ARP reply latency seen by the requester ({REQUESTS} sequential requests over a veth pair), \
@@ -225,36 +245,48 @@ fn orchestrate() {
         let mut ann = spawn_announcer(&lab, &lab.a, &exe, &args).expect("announcer");
         ann.request(&format!("lead {LB4}")).expect("lead");
         let _ = latency(&lab, &exe, WARMUP);
-        let (lat, lost) = latency(&lab, &exe, REQUESTS);
-        assert!(!lat.is_empty(), "no ARP replies at all");
-        let (idle_cpu, idle_frames) = cpu_window(&mut ann, || std::thread::sleep(WINDOW));
-        let (flood_cpu, flood_frames) = cpu_window(&mut ann, || {
-            let out = run_in_b(
-                &lab,
-                &exe,
-                &["--flood", &WINDOW.as_secs().to_string()],
-                WINDOW + Duration::from_secs(30),
-            );
-            assert!(
-                out.iter().any(|l| l.starts_with("flb: sent")),
-                "flood: {out:?}"
-            );
-        });
         println!("\n{label}");
-        println!(
-            "  latency us: median {} p99 {} | p10 {} p90 {} | min {} max {} | n {} lost {lost}",
-            pct(&lat, 50),
-            pct(&lat, 99),
-            pct(&lat, 10),
-            pct(&lat, 90),
-            lat[0],
-            lat[lat.len() - 1],
-            lat.len(),
-        );
-        println!(
-            "  receive thread: idle {idle_cpu:.2} ms CPU/s, {idle_frames:.0} frames/s; \
-             UDP flood {flood_cpu:.2} ms CPU/s, {flood_frames:.0} frames/s to user space"
-        );
+        let (mut medians, mut p99s, mut flood_cpus, mut flood_frames_all) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in 1..=runs {
+            let (lat, lost) = latency(&lab, &exe, REQUESTS);
+            assert!(!lat.is_empty(), "no ARP replies at all");
+            let (idle_cpu, idle_frames) = cpu_window(&mut ann, || std::thread::sleep(WINDOW));
+            let (flood_cpu, flood_frames) = cpu_window(&mut ann, || {
+                let out = run_in_b(
+                    &lab,
+                    &exe,
+                    &["--flood", &WINDOW.as_secs().to_string()],
+                    WINDOW + Duration::from_secs(30),
+                );
+                assert!(
+                    out.iter().any(|l| l.starts_with("flb: sent")),
+                    "flood: {out:?}"
+                );
+            });
+            println!(
+                "  run {r}: latency us: median {} p99 {} | p10 {} p90 {} | min {} max {} | n {} lost {lost}",
+                pct(&lat, 50),
+                pct(&lat, 99),
+                pct(&lat, 10),
+                pct(&lat, 90),
+                lat[0],
+                lat[lat.len() - 1],
+                lat.len(),
+            );
+            println!(
+                "  run {r}: receive thread: idle {idle_cpu:.2} ms CPU/s, {idle_frames:.0} frames/s; \
+                 UDP flood {flood_cpu:.2} ms CPU/s, {flood_frames:.0} frames/s to user space"
+            );
+            medians.push(pct(&lat, 50) as f64);
+            p99s.push(pct(&lat, 99) as f64);
+            flood_cpus.push(flood_cpu);
+            flood_frames_all.push(flood_frames);
+        }
+        summary("  latency median (us)", medians);
+        summary("  latency p99 (us)", p99s);
+        summary("  receive thread CPU under the flood (ms/s)", flood_cpus);
+        summary("  frames/s handed to user space under the flood", flood_frames_all);
         ann.send("quit").expect("quit");
         let _ = ann.wait_exit(Duration::from_secs(10));
     }
