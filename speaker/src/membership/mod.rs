@@ -51,7 +51,11 @@
 //! nodes: any key holder can speak for any name. A new key is rolled in with
 //! [`Membership::rotate_key`]: accepted at once, signing only after
 //! `key_rotation_delay`, so speakers that see the new Secret at different
-//! times never stop understanding each other.
+//! times never stop understanding each other. A peer that already signs with
+//! the pending key (a speaker restarted during the rotation knows only the new
+//! one) is answered under it, and a monitored peer that misses a probe gets the
+//! next one under the pending key, so such a speaker is not cut off until the
+//! others switch.
 
 mod replay;
 mod rng;
@@ -209,6 +213,9 @@ struct Member {
     last_heard: Option<Instant>,
     /// When we last readmitted it after believing it dead.
     revived_at: Option<Instant>,
+    /// Its last datagram was signed with our pending `next_key`: it already
+    /// uses that key (perhaps only that one), so we sign for it with it too.
+    uses_next_key: bool,
 }
 
 /// Monitoring state for one ring predecessor.
@@ -358,6 +365,7 @@ impl Membership {
             replay: ReplayWindow::default(),
             last_heard: None,
             revived_at: None,
+            uses_next_key: false,
         });
         m.index.insert(name, 0);
         m.rebuild_ring();
@@ -408,6 +416,7 @@ impl Membership {
                     // be suspected.
                     last_heard: Some(now),
                     revived_at: None,
+                    uses_next_key: false,
                 }),
             }
         }
@@ -535,6 +544,10 @@ impl Membership {
         {
             let old = std::mem::replace(&mut self.key, next);
             self.old_key = Some((old, now + self.config.key_rotation_delay));
+            // Everyone is now signed for with what was the pending key.
+            for m in &mut self.members {
+                m.uses_next_key = false;
+            }
         }
         if self
             .old_key
@@ -545,18 +558,25 @@ impl Membership {
         }
     }
 
-    fn decode(&self, datagram: &[u8]) -> Result<Message, WireError> {
+    /// The message, and whether it was signed with the pending `next_key`.
+    fn decode(&self, datagram: &[u8]) -> Result<(Message, bool), WireError> {
         let first = Message::decode(datagram, &self.key);
         if !matches!(first, Err(WireError::BadMac)) {
-            return first;
+            return first.map(|m| (m, false));
         }
-        for (k, _) in self.next_key.iter().chain(self.old_key.iter()) {
+        if let Some((k, _)) = &self.next_key {
             let r = Message::decode(datagram, k);
             if !matches!(r, Err(WireError::BadMac)) {
-                return r;
+                return r.map(|m| (m, true));
             }
         }
-        first
+        if let Some((k, _)) = &self.old_key {
+            let r = Message::decode(datagram, k);
+            if !matches!(r, Err(WireError::BadMac)) {
+                return r.map(|m| (m, false));
+            }
+        }
+        first.map(|m| (m, false))
     }
 
     /// Planned shutdown: tells the monitors and a random fan-out that this
@@ -653,7 +673,7 @@ impl Membership {
         if self.left {
             return;
         }
-        let msg = match self.decode(datagram) {
+        let (msg, next_key) = match self.decode(datagram) {
             Ok(m) => m,
             Err(WireError::BadMac) => {
                 self.stats.bad_mac += 1;
@@ -677,6 +697,7 @@ impl Membership {
             return;
         }
         self.stats.accepted += 1;
+        self.members[sender].uses_next_key = next_key;
         self.last_rx = now;
         self.observe(sender, msg.incarnation, &msg.body, now);
         let settled = self.members[sender]
@@ -1192,8 +1213,19 @@ impl Membership {
             body,
             updates,
         };
+        // During a rotation, a peer we monitor that missed the last probe may
+        // know only the pending key (restarted since it changed, before it has
+        // sent us anything): every other probe tries that key.
+        let try_next = self
+            .watches
+            .iter()
+            .any(|w| w.member == to && w.misses % 2 == 1);
+        let key = match &self.next_key {
+            Some((k, _)) if self.members[to].uses_next_key || try_next => k,
+            _ => &self.key,
+        };
         // Names were checked when added, so encoding cannot fail.
-        if let Ok(payload) = msg.encode(&self.key) {
+        if let Ok(payload) = msg.encode(key) {
             self.stats.sent += 1;
             self.transmits.push_back(Transmit {
                 to: self.members[to].name.clone(),

@@ -726,3 +726,45 @@ fn abrupt_key_change_would_split_the_cluster() {
         .count();
     assert!(downs > 0);
 }
+
+#[test]
+fn a_speaker_restarted_during_a_rotation_is_not_cut_off() {
+    // Every speaker has seen the new Secret and still signs with the old key
+    // (the switch is 20 s away); one restarts and knows only the new key. The
+    // others answer it under the new key, so it stays in for the whole wait.
+    let n = 10;
+    let cfg = Config {
+        key_rotation_delay: ms(20_000),
+        ..Config::default()
+    };
+    let mut sim = Sim::new(n, cfg, lossy(0.05), 31).unwrap();
+    sim.run_until(ms(1000));
+    let new = || Key::new(b"the rotated cluster key, 32 byte").unwrap();
+    for i in 0..n {
+        sim.run_until(ms(1000 + 100 * i as u64));
+        sim.rotate_key(i, new());
+    }
+    sim.run_until(ms(3000));
+    sim.restart(3, 2, new()).unwrap();
+    sim.run_until(ms(18_000));
+    let isolated = sim
+        .log
+        .iter()
+        .filter(|l| l.node == 3 && matches!(l.event, Event::Isolated | Event::Down(_)))
+        .count();
+    assert_eq!(isolated, 0, "the restarted speaker lost its peers");
+    assert_eq!(sim.live_view(3), all_names(n));
+    let downs = sim.downs_of(&node_name(3), ms(3000));
+    assert!(downs.is_empty(), "{downs:?}");
+    for i in 0..n {
+        assert_eq!(sim.live_view(i), all_names(n), "view of {i}");
+    }
+    // And through the switch and the old key's retirement.
+    sim.run_until(ms(50_000));
+    let downs = sim
+        .log
+        .iter()
+        .filter(|l| l.at > ms(3000) && matches!(l.event, Event::Down(_) | Event::Isolated))
+        .count();
+    assert_eq!(downs, 0);
+}
