@@ -6,7 +6,8 @@
 //! claiming a led address ([`conflicts`]: log, metric, `DuplicateAnnouncer` events).
 //!
 //! The failover path is datagram or timer -> membership -> election -> `set_leading`,
-//! all inside this task with no API round trip; the API writes are spawned after it.
+//! all inside this task with no API round trip; the API writes are queued after it
+//! ([`writes`]).
 //!
 //! ServiceL2Status: one object per Service (in the Service's namespace, MetalLB's
 //! labels), written by the node that leads the Service's address. A node taking over
