@@ -286,7 +286,10 @@ fn orchestrate() {
         summary("  latency median (us)", medians);
         summary("  latency p99 (us)", p99s);
         summary("  receive thread CPU under the flood (ms/s)", flood_cpus);
-        summary("  frames/s handed to user space under the flood", flood_frames_all);
+        summary(
+            "  frames/s handed to user space under the flood",
+            flood_frames_all,
+        );
         ann.send("quit").expect("quit");
         let _ = ann.wait_exit(Duration::from_secs(10));
     }
