@@ -12,7 +12,9 @@ fn ferrolb(args: &[&str]) -> Output {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // At run time (cargo sets it for tests): a target directory shared between
+    // checkouts keeps test binaries built in another one.
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
         .join("../config/tests/fixtures")
         .join(name)
 }

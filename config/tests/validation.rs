@@ -51,9 +51,16 @@ fn legacy(config: &str) -> String {
     )
 }
 
+/// Read at run time (cargo sets it for tests): a target directory shared between
+/// checkouts keeps test binaries built in another one.
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("tests/fixtures")
+}
+
 #[test]
 fn documented_examples_validate() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/valid");
+    let dir = fixtures().join("valid");
     let mut n = 0;
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -68,11 +75,7 @@ fn documented_examples_validate() {
 
 #[test]
 fn tutorial_pool_is_three_layer2_addresses() {
-    let text = fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/valid/tutorial-configmap.yaml"
-    ))
-    .unwrap();
+    let text = fs::read_to_string(fixtures().join("valid/tutorial-configmap.yaml")).unwrap();
     let cfg = build(&text).unwrap();
     let p = &cfg.pools["metallb-ip-range"];
     assert_eq!(p.size(Family::V4), 3);

@@ -56,10 +56,7 @@ const NS: &str = "metallb-system";
 const RELEASE: &str = "ferrolb";
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration/ has a parent")
-        .to_path_buf()
+    ferrolb_integration::lab::repo_root()
 }
 
 fn chart() -> String {

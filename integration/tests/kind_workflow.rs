@@ -5,16 +5,13 @@
 //! into `target/tools` (see `.github/workflows/e2e-kind.yml`).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_norway::Value;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration/ has a parent")
-        .to_path_buf()
+    ferrolb_integration::lab::repo_root()
 }
 
 /// The step names `run.sh` accepts, from its `case` line.

@@ -210,8 +210,11 @@ pub async fn install_crds(lab: &Lab, kube: &kube::Client) -> Result<()> {
         &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONFIG_NAMESPACE}}),
     )
     .await?;
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
-    kubectl(lab, &["apply", "--server-side", "-f", crds])?;
+    let crds = crate::lab::repo_root().join("deploy/crds");
+    kubectl(
+        lab,
+        &["apply", "--server-side", "-f", &crds.to_string_lossy()],
+    )?;
     kubectl(
         lab,
         &[

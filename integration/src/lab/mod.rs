@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use cmd::Cmd;
 pub use error::{LabError, Result, TeardownErrors};
-pub use paths::LabPaths;
+pub use paths::{LabPaths, repo_root};
 use process::DaemonSpec;
 pub use topology::{Host, IpFamily, Role, Topology};
 

@@ -148,9 +148,19 @@ impl LabPaths {
 }
 
 /// The repository root (the parent of this crate's directory).
+/// Read at run time when it can be (the `integration/lab` script sets
+/// `FERROLB_REPO`; cargo sets `CARGO_MANIFEST_DIR` for tests, benches and `cargo run`):
+/// a target directory shared between two checkouts keeps binaries built in the other
+/// one, and their compile-time path points there.
 pub fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
+    if let Some(r) = std::env::var_os("FERROLB_REPO").filter(|v| !v.is_empty()) {
+        return absolute(PathBuf::from(r));
+    }
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
 fn absolute(p: PathBuf) -> PathBuf {
