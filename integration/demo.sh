@@ -150,11 +150,19 @@ for _ in 1 2 3 4 5 6; do printf ' %s' "$(client_curl --max-time 2 "http://$lbip/
 echo
 
 # Which node answers ARP for the address: the client's neighbour entry.
-mac=$(ip -n flb-client neigh show to "$lbip" dev eth0 | awk '{for (i=1;i<NF;i++) if ($i=="lladdr") print $(i+1)}')
-owner=""
-for n in $FLB_NODES; do
-  [ "$(ip -n "flb-$n" -o link show eth0 | awk '{for (i=1;i<NF;i++) if ($i=="link/ether") print $(i+1)}')" = "$mac" ] && owner=$n
-done
+client_mac() {
+  ip -n flb-client neigh show to "$lbip" dev eth0 | awk '{for (i=1;i<NF;i++) if ($i=="lladdr") print $(i+1)}'
+}
+# The node whose eth0 has MAC $1 (empty when none).
+node_of_mac() {
+  for n in $FLB_NODES; do
+    if [ "$(ip -n "flb-$n" -o link show eth0 | awk '{for (i=1;i<NF;i++) if ($i=="link/ether") print $(i+1)}')" = "$1" ]; then
+      echo "$n"
+    fi
+  done
+}
+mac=$(client_mac)
+owner=$(node_of_mac "$mac")
 echo "client's ARP entry: $lbip is at $mac (node ${owner:-unknown})"
 if [ -z "$owner" ] || [ "$owner" = m-k8s ]; then
   echo "the announcing node is ${owner:-unknown}: the lab does not fail the control plane, so no failover is shown"
@@ -175,9 +183,10 @@ if [ -z "$ok" ]; then
   echo "demo: $lbip did not answer within 60s after the failure of $owner" >&2
   exit 1
 fi
-mac2=$(ip -n flb-client neigh show to "$lbip" dev eth0 | awk '{for (i=1;i<NF;i++) if ($i=="lladdr") print $(i+1)}')
-printf 'interruption: %ss until the first answer; %s is now at %s\n' \
-  "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" "$lbip" "$mac2"
+mac2=$(client_mac)
+printf 'interruption: %ss until the first answer; %s is now at %s (node %s)\n' \
+  "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" "$lbip" "$mac2" \
+  "$(node_of_mac "$mac2" | grep . || echo unknown)"
 fails=0
 for _ in $(seq 1 20); do client_curl --max-time 1 "http://$lbip/" >/dev/null || fails=$((fails + 1)); done
 echo "next 20 requests: $((20 - fails)) answered, $fails failed (pods on $owner stay endpoints until it is NotReady)"
