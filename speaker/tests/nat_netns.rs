@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use ferrolb_speaker::announce::lab::require_root;
 use ferrolb_speaker::nat::nft::{NftTable, TABLE};
-use ferrolb_speaker::nat::{NatEntry, NatRules, NatTable, Proto};
+use ferrolb_speaker::nat::{NatEntry, NatRules, NatTable, Proto, family_sources};
+use ipnet::IpNet;
 
 const LB4: &str = "198.51.100.10";
 const LB6: &str = "2001:db8:100::10";
@@ -448,32 +449,40 @@ fn source_ranges_let_only_their_clients_through() {
     require_root("source_ranges_let_only_their_clients_through");
     let ns = Netns::create();
     let _pod = Pod::start(&ns);
-    let with_sources = |v4: &[&str], v6: &[&str]| {
+    // The entries' sources as the speaker computes them from a Service's ranges.
+    let with_sources = |ranges: &[&str]| {
+        let ranges: Vec<IpNet> = ranges.iter().map(|n| n.parse().unwrap()).collect();
         let mut r = rules();
         r.entries = r
             .entries
             .into_iter()
             .map(|mut e| {
-                let nets = if e.ip.is_ipv4() { v4 } else { v6 };
-                e.sources = Some(nets.iter().map(|n| n.parse().unwrap()).collect());
+                e.sources = family_sources(&ranges, e.ip);
                 e
             })
             .collect();
         r
     };
-    // The client's own addresses are allowed: it gets through on both families.
-    let mut table = NftTable::default();
-    let r = with_sources(&["203.0.113.0/24", "192.0.2.200/32"], &["2001:db8:2::/64"]);
-    ns.within(&ns.node, move || table.apply(&r)).expect("apply");
+    let apply = |r: NatRules| {
+        let mut table = NftTable::default();
+        ns.within(&ns.node, move || table.apply(&r)).expect("apply");
+    };
+    // Ranges holding the client (overlapping ones among them, which the kernel's
+    // interval sets would refuse unmerged): it gets through on both families.
+    apply(with_sources(&[
+        "203.0.113.0/24",
+        "192.0.2.0/24",
+        "192.0.2.200/32",
+        "2001:db8:2::/64",
+        "2001:db8:2::200/128",
+    ]));
     for url in [LB4_URL, LB6_URL] {
         let (body, _) = ns.curl(url).unwrap_or_else(|e| panic!("{url}: {e}"));
         assert_eq!(body, BODY, "{url}");
     }
-    // Ranges without the client: dropped, on both families (no IPv6 range at all is
-    // no IPv6 client), while its direct NodePort traffic is untouched.
-    let mut table = NftTable::default();
-    let r = with_sources(&["203.0.113.0/24"], &[]);
-    ns.within(&ns.node, move || table.apply(&r)).expect("apply");
+    // Ranges without the client: dropped on both families, while its direct NodePort
+    // traffic is untouched.
+    apply(with_sources(&["203.0.113.0/24", "2001:db8:ff::/48"]));
     for url in [LB4_URL, LB6_URL] {
         assert!(
             ns.curl(url).is_err(),
@@ -481,6 +490,14 @@ fn source_ranges_let_only_their_clients_through() {
         );
     }
     assert_node_port_works(&ns);
+    // IPv4 ranges only: IPv6 is open, as kube-proxy has it.
+    apply(with_sources(&["203.0.113.0/24"]));
+    assert!(
+        ns.curl(LB4_URL).is_err(),
+        "IPv4 client outside the ranges answered"
+    );
+    let (body, _) = ns.curl(LB6_URL).expect("IPv6 without ranges of its family");
+    assert_eq!(body, BODY);
     let mut table = NftTable::default();
     ns.within(&ns.node, move || table.clear()).expect("clear");
 }

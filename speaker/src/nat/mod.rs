@@ -24,10 +24,10 @@
 //! in a `route` chain so that the rewritten packet is routed again (to the node
 //! itself, where kube-proxy's OUTPUT NAT rules handle NodePorts).
 //!
-//! `loadBalancerSourceRanges` (or the older annotation, as kube-proxy reads them) are
-//! enforced in the same chain, since kube-proxy, which enforces them for `VIP`
-//! addresses, sees these packets as NodePort packets: before the rewrite, a packet for
-//! a guarded `address:port` from a source outside its ranges is dropped.
+//! `loadBalancerSourceRanges` are enforced in the same chain, with kube-proxy's rules
+//! ([`family_sources`]), since kube-proxy, which enforces them for `VIP` addresses,
+//! sees these packets as NodePort packets: before the rewrite, a packet for a guarded
+//! `address:port` from a source outside its ranges is dropped.
 //!
 //! The kernel is behind [`NatTable`] (the whole desired state in, the whole table
 //! replaced atomically); [`nft::NftTable`] drives the `nft` binary, [`FakeTable`]
@@ -94,16 +94,12 @@ pub struct SvcPort {
     pub node_port: Option<u16>,
 }
 
-/// The older way to give a Service's source ranges (comma-separated), read when
-/// `spec.loadBalancerSourceRanges` is empty, as kube-proxy does.
-pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
-
 /// What the NodePort DNAT reads of a Service.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceNat {
     pub ports: Vec<SvcPort>,
-    /// The sources allowed to reach the Service's addresses; `None`: any.
-    pub source_ranges: Option<Vec<IpNet>>,
+    /// `spec.loadBalancerSourceRanges`, both families (see [`family_sources`]).
+    pub source_ranges: Vec<IpNet>,
 }
 
 /// A Service's ports ([`ports_of`]) and source ranges ([`source_ranges_of`]).
@@ -114,47 +110,34 @@ pub fn service_nat(svc: &Service) -> ServiceNat {
     }
 }
 
-/// `spec.loadBalancerSourceRanges`, or when empty the [`SOURCE_RANGES_ANNOTATION`];
-/// `None` when neither says anything. A range that does not parse (the API server
-/// validates both, so only a bypassed validation gets here) is left out but the
-/// restriction stays: the Service fails closed, not open.
-pub fn source_ranges_of(svc: &Service) -> Option<Vec<IpNet>> {
-    let from_spec: Vec<&str> = svc
-        .spec
+/// `spec.loadBalancerSourceRanges` as kube-proxy reads it: trimmed, and a range that
+/// does not parse left out (the API server validates them).
+pub fn source_ranges_of(svc: &Service) -> Vec<IpNet> {
+    svc.spec
         .as_ref()
         .and_then(|s| s.load_balancer_source_ranges.as_ref())
         .into_iter()
         .flatten()
-        .map(String::as_str)
+        .filter_map(|r| r.trim().parse::<IpNet>().ok().map(|n| n.trunc()))
+        .collect()
+}
+
+/// The sources allowed to reach an address of `ip`'s family, `None` for any, with
+/// kube-proxy's rules so that a Service behaves the same whichever of the two carries
+/// its address: only the ranges of that family count; none (say a dual-stack Service
+/// with IPv4 ranges only, for its IPv6 address) or a zero-length prefix means any. The
+/// ranges are merged ([`IpNet::aggregate`]) since the kernel's interval sets refuse
+/// overlapping elements.
+pub fn family_sources(ranges: &[IpNet], ip: IpAddr) -> Option<Vec<IpNet>> {
+    let own: Vec<IpNet> = ranges
+        .iter()
+        .filter(|n| n.addr().is_ipv4() == ip.is_ipv4())
+        .copied()
         .collect();
-    let raw: Vec<&str> = if from_spec.is_empty() {
-        svc.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(SOURCE_RANGES_ANNOTATION))
-            .map(|v| v.split(',').collect())
-            .unwrap_or_default()
-    } else {
-        from_spec
-    };
-    let raw: Vec<&str> = raw
-        .into_iter()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .collect();
-    if raw.is_empty() {
+    if own.is_empty() || own.iter().any(|n| n.prefix_len() == 0) {
         return None;
     }
-    Some(
-        raw.into_iter()
-            .filter_map(|r| {
-                r.parse::<IpNet>()
-                    .or_else(|_| r.parse::<IpAddr>().map(IpNet::from))
-                    .ok()
-                    .map(|n| n.trunc())
-            })
-            .collect(),
-    )
+    Some(IpNet::aggregate(&own))
 }
 
 /// A Service's ports, less those no rule can be written for (a protocol other than
@@ -333,13 +316,7 @@ pub fn desired<'a>(
             IpAddr::V4(_) => node_v4.is_some(),
             IpAddr::V6(_) => node_v6.is_some(),
         };
-        // Ranges of the other family never match this address's packets.
-        let sources: Option<Vec<IpNet>> = svc.source_ranges.as_ref().map(|rs| {
-            rs.iter()
-                .filter(|n| n.addr().is_ipv4() == ip.is_ipv4())
-                .copied()
-                .collect()
-        });
+        let sources = family_sources(&svc.source_ranges, ip);
         for &SvcPort {
             proto,
             port,

@@ -280,54 +280,71 @@ fn ports_of_keeps_what_a_rule_can_be_written_for() {
         ports.ports, want,
         "unset protocol is TCP; unknown ones and bad ports dropped"
     );
-    assert_eq!(ports.source_ranges, None);
+    assert!(ports.source_ranges.is_empty());
 }
 
 #[test]
-fn source_ranges_from_the_spec_else_the_annotation() {
-    let with = |v: serde_json::Value| -> Option<Vec<IpNet>> {
-        let mut base = json!({"metadata": {"name": "x", "namespace": "default"},
-                              "spec": {"type": "LoadBalancer"}});
-        if let Some(r) = v.get("spec") {
-            base["spec"]["loadBalancerSourceRanges"] = r.clone();
-        }
-        if let Some(a) = v.get("annotation") {
-            base["metadata"]["annotations"] = json!({ SOURCE_RANGES_ANNOTATION: a });
-        }
-        source_ranges_of(&serde_json::from_value(base).unwrap())
+fn source_ranges_are_read_as_kube_proxy_reads_them() {
+    let with = |ranges: serde_json::Value| -> Vec<IpNet> {
+        source_ranges_of(
+            &serde_json::from_value(json!({
+                "metadata": {"name": "x", "namespace": "default"},
+                "spec": {"type": "LoadBalancer", "loadBalancerSourceRanges": ranges}
+            }))
+            .unwrap(),
+        )
     };
-    assert_eq!(with(json!({})), None);
     assert_eq!(
-        with(json!({"spec": ["203.0.113.0/24", "2001:db8:1::/48"]})),
-        Some(nets(&["203.0.113.0/24", "2001:db8:1::/48"]))
+        with(json!([
+            " 203.0.113.0/24 ",
+            "2001:db8:1::/48",
+            "not-a-range",
+            "203.0.113.9/24"
+        ])),
+        nets(&["203.0.113.0/24", "2001:db8:1::/48", "203.0.113.0/24"]),
+        "trimmed, unparsable ones left out, host bits cleared"
+    );
+    assert!(source_ranges_of(&Service::default()).is_empty());
+}
+
+#[test]
+fn each_family_gets_its_own_ranges_merged_or_none() {
+    let v4 = ip("198.51.100.10");
+    let v6 = ip("2001:db8::10");
+    let r = nets(&[
+        "203.0.113.0/24",
+        "203.0.113.7/32",
+        "192.0.2.0/25",
+        "192.0.2.128/25",
+    ]);
+    assert_eq!(
+        family_sources(&r, v4),
+        Some(nets(&["192.0.2.0/24", "203.0.113.0/24"])),
+        "overlapping and adjacent ranges merged"
     );
     assert_eq!(
-        with(json!({"annotation": " 192.0.2.0/25 , 203.0.113.7 "})),
-        Some(nets(&["192.0.2.0/25", "203.0.113.7/32"])),
-        "annotation: comma-separated, bare addresses are hosts"
+        family_sources(&r, v6),
+        None,
+        "no range of the family: any source, as kube-proxy"
+    );
+    let with_any = nets(&["203.0.113.0/24", "0.0.0.0/0", "2001:db8:1::/48"]);
+    assert_eq!(
+        family_sources(&with_any, v4),
+        None,
+        "a zero prefix allows any"
     );
     assert_eq!(
-        with(json!({"spec": ["203.0.113.0/24"], "annotation": "192.0.2.0/24"})),
-        Some(nets(&["203.0.113.0/24"])),
-        "the spec wins"
+        family_sources(&with_any, v6),
+        Some(nets(&["2001:db8:1::/48"]))
     );
-    assert_eq!(
-        with(json!({"spec": ["not-a-range"]})),
-        Some(vec![]),
-        "an unparsable range fails closed"
-    );
-    assert_eq!(
-        with(json!({"spec": ["203.0.113.9/24"]})),
-        Some(nets(&["203.0.113.0/24"])),
-        "host bits are cleared"
-    );
+    assert_eq!(family_sources(&[], v4), None);
 }
 
 #[test]
 fn source_ranges_follow_each_address_family() {
     let a = ServiceKey::new("default", "a");
     let mut sa = svc(json!([{"port": 80, "nodePort": 30080}]));
-    sa.source_ranges = Some(nets(&["203.0.113.0/24"]));
+    sa.source_ranges = nets(&["203.0.113.0/24"]);
     let d = desired(
         [
             (ip("198.51.100.10"), &a, &sa),
@@ -344,8 +361,8 @@ fn source_ranges_follow_each_address_family() {
     assert_eq!(by_ip[&ip("198.51.100.10")], Some(nets(&["203.0.113.0/24"])));
     assert_eq!(
         by_ip[&ip("2001:db8::10")],
-        Some(vec![]),
-        "only IPv4 ranges: no IPv6 source may pass"
+        None,
+        "only IPv4 ranges: IPv6 open"
     );
 }
 
