@@ -53,9 +53,9 @@
 //! `key_rotation_delay`, so speakers that see the new Secret at different
 //! times never stop understanding each other. A peer that already signs with
 //! the pending key (a speaker restarted during the rotation knows only the new
-//! one) is answered under it, and a monitored peer that misses a probe gets the
-//! next one under the pending key, so such a speaker is not cut off until the
-//! others switch.
+//! one) is answered under it, and a monitored peer that misses probes gets
+//! each message under both keys, so such a speaker is not cut off until the
+//! others switch, and one that has not seen the Secret yet still understands.
 
 mod replay;
 mod rng;
@@ -535,6 +535,10 @@ impl Membership {
     /// more delay. Calling again before the switch replaces the pending key.
     pub fn rotate_key(&mut self, key: Key, now: Instant) {
         self.next_key = Some((key, now + self.config.key_rotation_delay));
+        // Peers seen using the replaced pending key have not shown they know this one.
+        for m in &mut self.members {
+            m.uses_next_key = false;
+        }
     }
 
     fn advance_keys(&mut self, now: Instant) {
@@ -1213,24 +1217,27 @@ impl Membership {
             body,
             updates,
         };
-        // During a rotation, a peer we monitor that missed the last probe may
-        // know only the pending key (restarted since it changed, before it has
-        // sent us anything): every other probe tries that key.
-        let try_next = self
-            .watches
-            .iter()
-            .any(|w| w.member == to && w.misses % 2 == 1);
-        let key = match &self.next_key {
-            Some((k, _)) if self.members[to].uses_next_key || try_next => k,
-            _ => &self.key,
+        let next = self.next_key.as_ref().map(|(k, _)| k);
+        let (key, copy) = match next {
+            Some(k) if self.members[to].uses_next_key => (k, None),
+            // During a rotation, a peer we monitor that is missing probes may know
+            // only the pending key (restarted since it changed, before it has sent
+            // us anything), or only the current one (it has not seen the Secret
+            // yet): it gets both, each copy readable by one of them.
+            Some(k) if self.watches.iter().any(|w| w.member == to && w.misses > 0) => {
+                (&self.key, Some(k))
+            }
+            _ => (&self.key, None),
         };
         // Names were checked when added, so encoding cannot fail.
-        if let Ok(payload) = msg.encode(key) {
-            self.stats.sent += 1;
-            self.transmits.push_back(Transmit {
-                to: self.members[to].name.clone(),
-                payload,
-            });
+        for k in std::iter::once(key).chain(copy) {
+            if let Ok(payload) = msg.encode(k) {
+                self.stats.sent += 1;
+                self.transmits.push_back(Transmit {
+                    to: self.members[to].name.clone(),
+                    payload,
+                });
+            }
         }
     }
 }

@@ -768,3 +768,34 @@ fn a_speaker_restarted_during_a_rotation_is_not_cut_off() {
         .count();
     assert_eq!(downs, 0);
 }
+
+#[test]
+fn a_speaker_seeing_the_secret_late_is_not_written_off() {
+    // The converse of the test above: one speaker sees the new Secret 25 s after
+    // the others, near the end of their wait. Whatever the others send it while it
+    // misses probes must still be readable under the key it knows: at 10 % loss,
+    // sending it probes under the pending key alone wrote it off in 9 of these
+    // 20 runs.
+    let cfg = Config {
+        key_rotation_delay: ms(30_000),
+        ..Config::default()
+    };
+    let new = || Key::new(b"the rotated cluster key, 32 byte").unwrap();
+    for seed in 0..20 {
+        let n = 10;
+        let mut sim = Sim::new(n, cfg.clone(), lossy(0.10), 40 + seed).unwrap();
+        sim.run_until(ms(1000));
+        for i in 0..n - 1 {
+            sim.rotate_key(i, new());
+        }
+        sim.run_until(ms(26_000));
+        sim.rotate_key(n - 1, new());
+        sim.run_until(ms(70_000));
+        let downs = sim
+            .log
+            .iter()
+            .filter(|l| matches!(l.event, Event::Down(_) | Event::Isolated))
+            .count();
+        assert_eq!(downs, 0, "seed {seed}");
+    }
+}
