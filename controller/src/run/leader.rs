@@ -55,10 +55,10 @@ fn now() -> MicroTime {
 /// The lease record as last read, and when this replica first saw it (client-go's
 /// observed time).
 #[derive(Debug, Default)]
-struct Observed {
-    record: Option<(Option<String>, Option<MicroTime>, Option<i32>)>,
-    at: Option<Instant>,
-}
+struct Observed(Option<(LeaseRecord, Instant)>);
+
+/// What identifies one renewal of a lease.
+type LeaseRecord = (Option<String>, Option<MicroTime>, Option<i32>);
 
 impl Observed {
     /// Records a read of `spec` at `now`; returns when its record was first seen.
@@ -68,11 +68,13 @@ impl Observed {
             spec.renew_time.clone(),
             spec.lease_transitions,
         );
-        if self.record.as_ref() != Some(&record) || self.at.is_none() {
-            self.record = Some(record);
-            self.at = Some(now);
+        match &self.0 {
+            Some((seen, at)) if *seen == record => *at,
+            _ => {
+                self.0 = Some((record, now));
+                now
+            }
         }
-        self.at.unwrap_or(now)
     }
 }
 

@@ -1010,9 +1010,7 @@ impl<A: Announcer + 'static> Loop<A> {
         if let Some(n) = self.nat.take() {
             n.stop(NAT_STOP_WAIT).await;
         }
-        let keys: Vec<ServiceKey> = self.l2_sent.keys().cloned().collect();
-        for key in keys {
-            self.l2_sent.remove(&key);
+        for key in std::mem::take(&mut self.l2_sent).into_keys() {
             self.writes.status(key, None);
         }
         if !self.writes.wait_idle(Duration::from_secs(3)).await {
