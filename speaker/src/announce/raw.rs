@@ -195,6 +195,21 @@ impl Shared {
         f(lock(&self.counters).entry(ip).or_default());
     }
 
+    fn port(&self, iface: &str) -> Option<Port> {
+        self.ports
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(iface)
+            .cloned()
+    }
+
+    /// [`Shared::gratuitous`] on `iface`, if it still has a socket.
+    fn gratuitous_on(&self, ip: IpAddr, iface: &str) {
+        if let Some(p) = self.port(iface) {
+            self.gratuitous(ip, iface, &p);
+        }
+    }
+
     fn gratuitous(&self, ip: IpAddr, iface: &str, port: &Port) {
         self.count(ip, |c| c.gratuitous_sent += 1);
         if let Err(e) = port.announce(ip) {
@@ -209,17 +224,8 @@ impl Shared {
         if !led.get(&ip).is_some_and(|e| e.interfaces.contains(iface)) {
             return;
         }
-        if !lock(&self.reassert).fire(ip, iface, at) {
-            return;
-        }
-        let port = self
-            .ports
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(iface)
-            .cloned();
-        if let Some(p) = port {
-            self.gratuitous(ip, iface, &p);
+        if lock(&self.reassert).fire(ip, iface, at) {
+            self.gratuitous_on(ip, iface);
         }
     }
 
@@ -448,12 +454,7 @@ impl RawAnnouncer {
     }
 
     fn port(&self, iface: &str) -> Option<Port> {
-        self.shared
-            .ports
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(iface)
-            .cloned()
+        self.shared.port(iface)
     }
 
     fn start_burst(&self, ip: IpAddr, epoch: u64, ifaces: BTreeSet<String>) {
@@ -461,9 +462,7 @@ impl RawAnnouncer {
             return;
         }
         for name in &ifaces {
-            if let Some(p) = self.port(name) {
-                self.shared.gratuitous(ip, name, &p);
-            }
+            self.shared.gratuitous_on(ip, name);
         }
         let shared = self.shared.clone();
         let (check, send) = (shared.clone(), shared);
@@ -484,15 +483,7 @@ impl RawAnnouncer {
                     .map(|e| e.interfaces.clone())
                     .unwrap_or_default();
                 for name in send_ifaces.intersection(&current) {
-                    let port = send
-                        .ports
-                        .read()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get(name)
-                        .cloned();
-                    if let Some(p) = port {
-                        send.gratuitous(ip, name, &p);
-                    }
+                    send.gratuitous_on(ip, name);
                 }
             },
         ));
