@@ -220,11 +220,14 @@ impl Shared {
 
     /// Sends the re-assert deferred to `at` if `ip` is still led on `iface`.
     fn deferred_reassert(&self, ip: IpAddr, iface: &str, at: Instant) {
-        let led = self.led.read().unwrap_or_else(PoisonError::into_inner);
-        if !led.get(&ip).is_some_and(|e| e.interfaces.contains(iface)) {
-            return;
-        }
-        if lock(&self.reassert).fire(ip, iface, at) {
+        let led_here = self
+            .led
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&ip)
+            .is_some_and(|e| e.interfaces.contains(iface));
+        // The table's lock is released before sending: set_leading must not wait on it.
+        if led_here && lock(&self.reassert).fire(ip, iface, at) {
             self.gratuitous_on(ip, iface);
         }
     }
