@@ -258,6 +258,10 @@ async fn controller_follows_metallb_rules_and_never_loses_an_address() {
     )
     .await;
     wait_ips(&svcs, "req1", &[]).await;
+    // The shared address 203.0.113.3 was in "extra" too: both Services lose it. Waited
+    // for here, so that the snapshot below does not race the clearing.
+    wait_ips(&svcs, "sh1", &[]).await;
+    wait_ips(&svcs, "sh2", &[]).await;
     let other_svc = svcs.get("other-class").await.unwrap();
     assert!(ingress(&other_svc).is_empty(), "other class was touched");
 
