@@ -325,6 +325,37 @@ async fn dual_stack_nodeport_and_ferrolb_processes() {
         .await
         .expect("w1-k8s Ready after recovery");
 
+    // A node agent that dies while the lab waits for its nodes is started
+    // again once, and how it ended is known (its own log cannot say).
+    let agent = daemon_pid(&lab, "node-agent-w1-k8s");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(
+        "the killed node agent gone",
+        Duration::from_secs(10),
+        || async move {
+            if process::alive(agent) {
+                Err("still running".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(process::ending(agent), "killed by SIGKILL");
+    lab.wait_nodes_ready(Duration::from_secs(60))
+        .await
+        .expect("nodes Ready, the agent started again");
+    let agent2 = daemon_pid(&lab, "node-agent-w1-k8s");
+    assert_ne!(agent, agent2);
+    assert!(in_netns("flb-w1-k8s", agent2));
+    let log = std::fs::read_to_string(lab.paths().log("node-agent-w1-k8s")).unwrap();
+    assert_eq!(log.matches("==== lab: start").count(), 3, "{log}");
+
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let deployment: Deployment =
         serde_json::from_value(kit::echo_deployment("default", APP, 2, &json!({}))).unwrap();

@@ -80,10 +80,12 @@ pub enum LabError {
     },
 
     /// A daemon died while the lab waited for it.
-    #[error("{name} exited during start-up; last lines of {log}:\n{tail}")]
+    #[error("{name} {how} during start-up; last lines of {log}:\n{tail}")]
     DaemonDied {
         /// Daemon name (also the log and pid file name).
         name: String,
+        /// How it ended (exit status or signal), as far as known.
+        how: String,
         /// Its log file.
         log: PathBuf,
         /// Last lines of that log.

@@ -25,7 +25,7 @@ pub mod process;
 pub mod teardown;
 pub mod topology;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -219,6 +219,21 @@ pub fn curl_argv(url: &str, timeout: Duration) -> Vec<String> {
     .iter()
     .map(|s| (*s).to_owned())
     .collect()
+}
+
+/// The kernel's last lines about killed processes (the OOM killer), if
+/// any; best effort, for error messages.
+fn kernel_kill_lines() -> Option<String> {
+    let out = Cmd::new("dmesg")
+        .limit(Duration::from_secs(5))
+        .stdout()
+        .ok()?;
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("Killed process") || l.contains("Out of memory"))
+        .collect();
+    let last = lines[lines.len().saturating_sub(3)..].join(" | ");
+    (!last.is_empty()).then_some(last)
 }
 
 /// A lab, and for tests the guard that removes it.
@@ -466,18 +481,87 @@ impl Lab {
 
     fn check_running(&self, names: &[&str]) -> Result<()> {
         for name in names {
-            let running =
-                process::read_pid_file(&self.paths, name)?.is_some_and(|pf| pf.is_running());
-            if !running {
-                let log = self.paths.log(name);
-                return Err(LabError::DaemonDied {
-                    name: (*name).to_owned(),
-                    tail: process::log_tail(&log, 20),
-                    log,
-                });
+            let pid_file = process::read_pid_file(&self.paths, name)?;
+            if pid_file.as_ref().is_some_and(|pf| pf.is_running()) {
+                continue;
             }
+            let log = self.paths.log(name);
+            let mut how = match &pid_file {
+                Some(pf) => process::ending(pf.pid),
+                None => "has no pid file".to_owned(),
+            };
+            // A kill leaves nothing in the daemon's own log; the kernel's
+            // says whether it was the OOM killer.
+            if how.contains("SIGKILL")
+                && let Some(kernel) = kernel_kill_lines()
+            {
+                how.push_str(&format!(" (kernel log: {kernel})"));
+            }
+            return Err(LabError::DaemonDied {
+                name: (*name).to_owned(),
+                how,
+                tail: process::log_tail(&log, 20),
+                log,
+            });
         }
         Ok(())
+    }
+
+    /// [`Self::check_running`] during bring-up: a node's agent or kube-proxy
+    /// found dead is started again, once per daemon, with a warning that
+    /// says how it ended. They keep no state of their own between runs (the
+    /// Node object and pods are in the API server), so a second start is a
+    /// clean one; a daemon that dies twice fails the bring-up.
+    fn check_running_at_start(
+        &self,
+        names: &[&str],
+        restarted: &mut BTreeSet<String>,
+    ) -> Result<()> {
+        match self.check_running(names) {
+            Err(LabError::DaemonDied {
+                name,
+                how,
+                log,
+                tail,
+            }) if !restarted.contains(&name) => {
+                let Some(spec) = self.node_daemon(&name) else {
+                    return Err(LabError::DaemonDied {
+                        name,
+                        how,
+                        log,
+                        tail,
+                    });
+                };
+                tracing::warn!(daemon = %name, %how, log = %log.display(), "daemon died during start-up; starting it again");
+                eprintln!(
+                    "lab: warning: {name} {how} during start-up; starting it again. Last lines of {}:\n{tail}",
+                    log.display()
+                );
+                process::spawn(&self.paths, &spec)?;
+                restarted.insert(name);
+                // Another daemon may be down too: the next round checks.
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// The spec of node daemon `name` (a node agent or kube-proxy).
+    fn node_daemon(&self, name: &str) -> Option<DaemonSpec> {
+        self.topology.nodes().find_map(|node| {
+            if name == components::node_agent_name(&node.name) {
+                Some(components::node_agent(&self.paths, &self.topology, node))
+            } else if name == components::kube_proxy_name(&node.name) {
+                Some(components::kube_proxy(
+                    &self.paths,
+                    &self.topology,
+                    node,
+                    &self.options,
+                ))
+            } else {
+                None
+            }
+        })
     }
 
     async fn wait_file(&self, path: &Path, watch: &[&str], limit: Duration) -> Result<()> {
@@ -509,15 +593,18 @@ impl Lab {
         names
     }
 
-    /// Waits until every node of the lab is registered and Ready.
+    /// Waits until every node of the lab is registered and Ready; a node
+    /// daemon that dies meanwhile is started again once (see
+    /// [`Self::check_running_at_start`]).
     pub async fn wait_nodes_ready(&self, limit: Duration) -> Result<()> {
         let start = Instant::now();
         let watch = self.kube_daemons();
         let watch: Vec<&str> = watch.iter().map(String::as_str).collect();
         let mut last = String::from("no answer yet");
         let mut client = None;
+        let mut restarted = BTreeSet::new();
         loop {
-            self.check_running(&watch)?;
+            self.check_running_at_start(&watch, &mut restarted)?;
             if client.is_none() {
                 match self.kube_client().await {
                     Ok(c) => client = Some(c),

@@ -9,16 +9,17 @@
 //! `STATE/pids/NAME.pid` together with the program path, so that a pid
 //! reused by an unrelated process is never mistaken for the daemon.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::cmd::Cmd;
@@ -214,16 +215,47 @@ pub fn remove_pid_file(paths: &LabPaths, name: &str) -> Result<()> {
     }
 }
 
+/// How reaped children of this process ended, by pid: a daemon that dies
+/// during start-up is reported with its exit status or signal, which its
+/// log cannot show when it was killed.
+static ENDINGS: Mutex<BTreeMap<i32, WaitStatus>> = Mutex::new(BTreeMap::new());
+
 /// Whether `pid` exists and is not a zombie. Zombies that are our own
-/// children are reaped on the way.
+/// children are reaped on the way, and how they ended is kept for
+/// [`ending`].
 pub fn alive(pid: i32) -> bool {
     match proc_state(pid) {
         None => false,
         Some('Z' | 'X') => {
-            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+            if let Ok(status) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))
+                && status != WaitStatus::StillAlive
+            {
+                ENDINGS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(pid, status);
+            }
             false
         }
         Some(_) => true,
+    }
+}
+
+/// How process `pid` ended, as far as this process knows: it must have
+/// been our child and reaped (by [`alive`] or here).
+pub fn ending(pid: i32) -> String {
+    // A zombie not looked at yet is reaped now.
+    alive(pid);
+    let endings = ENDINGS.lock().unwrap_or_else(|e| e.into_inner());
+    describe_ending(endings.get(&pid))
+}
+
+fn describe_ending(status: Option<&WaitStatus>) -> String {
+    match status {
+        Some(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
+        Some(WaitStatus::Signaled(_, signal, _)) => format!("killed by {signal}"),
+        Some(other) => format!("ended ({other:?})"),
+        None => "ended; exit status unknown (not a child of this process)".to_owned(),
     }
 }
 
@@ -364,6 +396,37 @@ mod tests {
         assert_eq!(pf.program, PathBuf::from("/x/k8s-harness"));
         assert!(parse_pid_file("x", "garbage").is_none());
         assert!(parse_pid_file("x", "12\n").is_none());
+    }
+
+    #[test]
+    fn endings_name_the_status_or_signal() {
+        let pid = Pid::from_raw(7);
+        assert_eq!(
+            describe_ending(Some(&WaitStatus::Exited(pid, 0))),
+            "exited with status 0"
+        );
+        assert_eq!(
+            describe_ending(Some(&WaitStatus::Signaled(pid, Signal::SIGKILL, false))),
+            "killed by SIGKILL"
+        );
+        assert!(describe_ending(None).contains("unknown"));
+    }
+
+    #[test]
+    fn a_reaped_child_is_reported_with_its_signal() {
+        let child = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        drop(child);
+        kill(Pid::from_raw(pid), Signal::SIGTERM).expect("kill");
+        let start = Instant::now();
+        while alive(pid) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sleep survived SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(ending(pid), "killed by SIGTERM");
     }
 
     #[test]
