@@ -14,6 +14,7 @@
 //! - Events are independent and run in the order queued.
 //! - [`Queue::busy`] tells whether a Service's status write is waiting or running, so
 //!   the caller's repair pass does not undo a write that has not landed yet.
+//! - A write that panics ends alone: its Service is free again and its worker goes on.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
@@ -141,7 +142,12 @@ impl<E: Send + 'static, S: Send + 'static> Queue<E, S> {
                         Work::Status(k, _) => Some(k.clone()),
                         Work::Event(..) => None,
                     };
-                    exec.run(work).await;
+                    // Run as a task of its own so that a panicking write ends only
+                    // itself: the bookkeeping below still runs and the worker lives on.
+                    let exec = exec.clone();
+                    if let Err(e) = tokio::spawn(async move { exec.run(work).await }).await {
+                        tracing::error!(error = %e, "API write task failed");
+                    }
                     {
                         let mut st = shared.lock();
                         st.active -= 1;
@@ -291,6 +297,29 @@ mod tests {
         assert!(pos("status ns/s1 1", "end") < pos("status ns/s1 2", "start"));
         // Another Service's write does not wait behind it.
         assert!(pos("status ns/s2 9", "start") < pos("status ns/s1 1", "end"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_write_frees_its_service_and_its_worker() {
+        struct Panicky(Arc<Recorder>);
+        impl Execute<u32, u32> for Panicky {
+            async fn run(&self, work: Work<u32, u32>) {
+                if work == Work::Status(key(1), 1) {
+                    panic!("write 1 fails");
+                }
+                Exec(self.0.clone()).run(work).await;
+            }
+        }
+        let r = Arc::new(Recorder::default());
+        // One worker: if the panic took it, nothing after would run.
+        let q = Queue::start(1, Panicky(r.clone()));
+        q.status(key(1), 1);
+        assert!(q.wait_idle(Duration::from_secs(1)).await);
+        assert!(!q.busy(&key(1)), "the panicked write left its Service busy");
+        q.status(key(1), 2);
+        q.event(key(2), 3);
+        assert!(q.wait_idle(Duration::from_secs(1)).await);
+        assert_eq!(starts(&r), ["status ns/s1 2", "event ns/s2 3"]);
     }
 
     #[tokio::test(start_paused = true)]
