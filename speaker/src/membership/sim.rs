@@ -1,5 +1,5 @@
 //! A deterministic network simulator for [`Membership`], used by the tests
-//! and by `examples/membership_sim.rs`.
+//! and by `benches/membership_scale.rs`.
 //!
 //! Model: one event queue ordered by simulated time carries datagram
 //! deliveries and node timer wake-ups. Every datagram is independently lost

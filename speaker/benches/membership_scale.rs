@@ -1,8 +1,10 @@
 //! Prints detection time, traffic and false positives of the membership
 //! protocol for growing clusters, from the deterministic simulator.
 //!
-//! `cargo run --release -p ferrolb-speaker --example membership_sim [-- SIZES [SEED]]`
-//! where SIZES is a comma-separated list (default 10,100,1000).
+//! `cargo bench -p ferrolb-speaker --bench membership_scale` (part of `make bench`).
+//! `FERROLB_SIM_SIZES` is a comma-separated list of cluster sizes (default
+//! 10,100,1000), `FERROLB_SIM_SEED` the first seed (default 1). Each figure
+//! is over repeated trials: min, median, p90, p99, max and spread.
 //!
 //! All times are simulated: one-way latency is uniform in 0.1-0.5 ms and
 //! each datagram is lost independently with the stated probability. The
@@ -235,17 +237,19 @@ fn partition(n: usize, seed: u64) {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let sizes: Vec<usize> = args
-        .next()
-        .unwrap_or_else(|| "10,100,1000".into())
+    // Settings come from the environment: `cargo bench` passes its own
+    // arguments (`--bench`) to a bench without the test harness.
+    let sizes: Vec<usize> = std::env::var("FERROLB_SIM_SIZES")
+        .unwrap_or_else(|_| "10,100,1000".into())
         .split(',')
-        .map(|s| s.trim().parse().expect("size"))
+        .map(|s| s.trim().parse().expect("FERROLB_SIM_SIZES: sizes"))
         .collect();
-    let seed: u64 = args.next().map(|s| s.parse().expect("seed")).unwrap_or(1);
+    let seed: u64 = std::env::var("FERROLB_SIM_SEED")
+        .map(|s| s.parse().expect("FERROLB_SIM_SEED: a number"))
+        .unwrap_or(1);
     let c = Config::default();
     println!(
-        "membership_sim: probe every {:?}, ack timeout {:?}, suspect after {} misses, k={} monitors, {} confirmations, fanout {}",
+        "membership_scale: probe every {:?}, ack timeout {:?}, suspect after {} misses, k={} monitors, {} confirmations, fanout {}",
         c.probe_interval,
         c.ack_timeout,
         c.suspect_after_misses,
