@@ -290,7 +290,11 @@ impl World {
             }
             any_ready = true;
             for ((name, node), shared) in self.nodes.iter().zip(names) {
-                if e.nodes.iter().any(|(n, _)| **n == **name) || !node.usable() {
+                // A node another Service of the address already added comes again
+                // with the same interfaces (they depend on the node and the pool
+                // only); the repeat is dropped below, after one sort, instead of
+                // searching the list for every node.
+                if !node.usable() {
                     continue;
                 }
                 if svc.local && !ready.is_some_and(|r| r.on_node(name)) {
@@ -319,8 +323,10 @@ impl World {
                 e.nodes.push((shared.clone(), interfaces));
             }
         }
-        // Several Services add nodes in turn, so the order is restored once here.
+        // Several Services add nodes in turn, so the order is restored once here (one
+        // Service's nodes come sorted, which the stable sort checks in linear time).
         e.nodes.sort_by(|a, b| a.0.cmp(&b.0));
+        e.nodes.dedup_by(|a, b| a.0 == b.0);
         if e.nodes.is_empty() {
             e.reason = Some(if any_ready {
                 Unannounced::NoEligibleNode
@@ -390,10 +396,13 @@ pub fn plan(me: &str, eligibility: &BTreeMap<IpAddr, Eligibility>, live: Livenes
         let Some((_, _, first)) = candidates.first() else {
             continue;
         };
-        let common = first
-            .iter()
-            .copied()
-            .filter(|n| candidates.iter().all(|(_, _, c)| c.contains(n)));
+        // The candidate lists are sorted (eligible nodes are): binary search keeps a
+        // group's cost near-linear in its nodes.
+        let common = first.iter().copied().filter(|n| {
+            candidates
+                .iter()
+                .all(|(_, _, c)| c.binary_search(n).is_ok())
+        });
         let shared = election::leader(key, common);
         for (ip, e, c) in &candidates {
             // Split only when no node may announce every address of the group.
