@@ -56,6 +56,19 @@ fn net(loss: f64) -> NetConfig {
     }
 }
 
+/// Restarts crashed `node` with a new boot epoch for `trial` and lets it rejoin for
+/// 1.5 s (simulated), advancing `t`.
+fn rejoin(sim: &mut Sim, node: usize, trial: usize, t: &mut Duration) {
+    sim.restart(
+        node,
+        2 + trial as u64,
+        ferrolb_speaker::membership::Key::new(SIM_KEY).expect("key"),
+    )
+    .expect("restart");
+    *t += Duration::from_millis(1500);
+    sim.run_until(*t);
+}
+
 /// Crash one node per trial, measure, restart it, let it rejoin.
 fn detection(n: usize, loss: f64, trials: usize, seed: u64) {
     let mut sim = Sim::new(n, Config::default(), net(loss), seed).expect("sim");
@@ -90,14 +103,7 @@ fn detection(n: usize, loss: f64, trials: usize, seed: u64) {
             .iter()
             .filter(|l| l.at >= crash_at && matches!(&l.event, Event::Down(x) if **x != *name))
             .count();
-        sim.restart(
-            victim,
-            2 + trial as u64,
-            ferrolb_speaker::membership::Key::new(SIM_KEY).expect("key"),
-        )
-        .expect("restart");
-        t += Duration::from_millis(1500);
-        sim.run_until(t);
+        rejoin(&mut sim, victim, trial, &mut t);
     }
     println!(
         "  crash detection, {:.0}% loss, {trials} trials (ms after the crash):",
@@ -135,14 +141,7 @@ fn leave(n: usize, loss: f64, trials: usize, seed: u64) {
             all.push(learned[learned.len() - 1]);
         }
         sim.crash(node);
-        sim.restart(
-            node,
-            2 + trial as u64,
-            ferrolb_speaker::membership::Key::new(SIM_KEY).expect("key"),
-        )
-        .expect("restart");
-        t += Duration::from_millis(1500);
-        sim.run_until(t);
+        rejoin(&mut sim, node, trial, &mut t);
     }
     println!(
         "  graceful leave, {:.0}% loss, {trials} trials (ms after leave()):",
