@@ -2,31 +2,34 @@
 //! the lab's two /24 pools, half IPv6 from a /112) all announced in layer 2 by the
 //! speakers of a 4-node dual-stack lab. Prints, per run, the time until every address
 //! has an announcer (the sum of `ferrolb_speaker_leading` over the nodes reaches N,
-//! counted from the first create) and each speaker's peak RSS (VmHWM) and current
-//! RSS, then median and spread (min..max) over runs and nodes. Speakers are restarted
-//! before each run, so each peak belongs to one run. Then every speaker is restarted
-//! with the N Services present (a DaemonSet rollout: the initial list, and every
-//! address taken over at once) and its peak is measured again once all are announced.
+//! counted from the first create) and each speaker's peak RSS (VmHWM), current RSS and
+//! the CPU time it used until then, then median and spread (min..max) over runs and
+//! nodes. Speakers are restarted before each run, so each peak belongs to one run.
+//! Then every speaker is restarted with the N Services present (a DaemonSet rollout:
+//! the initial list, and every address taken over at once) and its peak is measured
+//! again once all are announced.
 //! Target: < 20 MB (decimal, 19.07 MiB) peak RSS in both cases.
 //!
 //! `FERROLB_BENCH_SERVICES` (default 1000), `FERROLB_BENCH_RUNS` (default 3). Uses
 //! `target/release/ferrolb-speaker` and `-controller` when built (`cargo build
 //! --release --bins`), else whatever the lab finds. Needs root and the Go harness.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use ferrolb_integration::lab::topology::CONTROL_PLANE;
 use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually};
 use ferrolb_integration::testkit::stats::Samples;
 use ferrolb_integration::testkit::{
-    MEMBERLIST_SECRET, SPEAKER_PORT, apply_echo, apply_l2, apply_namespace, apply_pool, bare,
-    delete_services, env_usize, install_crds, members_live, metric, node_names, put_key,
-    services_left, speaker_pid, try_metrics_on, up,
+    CONTROLLER_PORT, MEMBERLIST_SECRET, SPEAKER_PORT, apply_echo, apply_l2, apply_namespace,
+    apply_pool, bare, delete_services, env_usize, install_crds, members_live, metric, node_names,
+    put_key, services_left, speaker_pid, try_metrics_on, up,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
 const BENCH_NS: &str = "bench";
@@ -52,6 +55,18 @@ struct Mem {
     anon: f64,
     /// File-backed pages (mostly the binary's code and read-only data).
     file: f64,
+}
+
+/// CPU time (user + system) process `pid` has used, in seconds.
+fn cpu_secs(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: utime and stime are the
+    // 14th and 15th fields of the line, the 12th and 13th after the state.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()?? as f64;
+    Some(ticks / hz)
 }
 
 fn rss_mib(pid: i32) -> Option<Mem> {
@@ -100,6 +115,39 @@ fn release_bin(name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Addresses the controller has allocated from the bench pool.
+fn allocated_total(lab: &Lab) -> Option<f64> {
+    let text = try_metrics_on(lab, CONTROL_PLANE, CONTROLLER_PORT)?;
+    metric(
+        &text,
+        "metallb_allocator_addresses_in_use_total",
+        "pool=\"bench\"",
+    )
+}
+
+/// Services of the bench namespace with at least one ready endpoint (one slice each).
+async fn ready_slices(slices: &Api<EndpointSlice>) -> Option<usize> {
+    let list = slices.list(&ListParams::default()).await.ok()?;
+    let ready: BTreeSet<String> = list
+        .items
+        .iter()
+        .filter(|s| {
+            s.endpoints
+                .iter()
+                .flatten()
+                .any(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        })
+        .filter_map(|s| {
+            s.metadata
+                .labels
+                .as_ref()?
+                .get("kubernetes.io/service-name")
+                .cloned()
+        })
+        .collect();
+    Some(ready.len())
+}
+
 /// Sum of `ferrolb_speaker_leading` over the nodes (None if a speaker does not answer).
 fn leading_total(lab: &Lab, nodes: &[String]) -> Option<f64> {
     nodes
@@ -108,7 +156,14 @@ fn leading_total(lab: &Lab, nodes: &[String]) -> Option<f64> {
         .sum()
 }
 
-async fn delete_all(lab: &Lab, client: &kube::Client, nodes: &[String]) {
+/// Deletes every Service at once (a burst of events for the speakers) and waits until
+/// nothing is announced; how long that took and the CPU each speaker used meanwhile.
+async fn delete_all(lab: &Lab, client: &kube::Client, nodes: &[String]) -> (Duration, Vec<f64>) {
+    let cpu0: Vec<Option<f64>> = nodes
+        .iter()
+        .map(|n| speaker_pid(lab, n).and_then(cpu_secs))
+        .collect();
+    let start = Instant::now();
     delete_services(client, BENCH_NS).await;
     eventually("nothing announced", Duration::from_secs(180), || async {
         let left = services_left(client, BENCH_NS).await?;
@@ -119,6 +174,18 @@ async fn delete_all(lab: &Lab, client: &kube::Client, nodes: &[String]) {
     })
     .await
     .expect("cleanup");
+    let took = start.elapsed();
+    let cpu = nodes
+        .iter()
+        .zip(cpu0)
+        .map(
+            |(n, c0)| match (c0, speaker_pid(lab, n).and_then(cpu_secs)) {
+                (Some(a), Some(b)) => b - a,
+                _ => f64::NAN,
+            },
+        )
+        .collect();
+    (took, cpu)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -159,6 +226,8 @@ async fn main() {
     lab.restart_controller().expect("start controller");
 
     let mut totals = Vec::new();
+    let mut cpus = Vec::new();
+    let mut delete_cpus = Vec::new();
     let mut peaks = Vec::new();
     let mut currents = Vec::new();
     let (mut anons, mut files, mut anon_peaks) = (Vec::new(), Vec::new(), Vec::new());
@@ -179,6 +248,10 @@ async fn main() {
             .filter_map(|n| speaker_pid(&lab, n).and_then(rss_mib).map(|m| m.rss))
             .collect();
 
+        let cpu0: Vec<Option<f64>> = nodes
+            .iter()
+            .map(|n| speaker_pid(&lab, n).and_then(cpu_secs))
+            .collect();
         let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
         let start = Instant::now();
         futures::stream::iter(0..n)
@@ -197,7 +270,25 @@ async fn main() {
         let deadline = start + Duration::from_secs(120 + n as u64 / 5);
         // VmHWM has no anonymous/file split: sample RssAnon while waiting for its peak.
         let mut anon_peak = vec![0.0f64; nodes.len()];
+        // Where the time goes: a speaker announces an address once the controller
+        // has allocated it and the Service has a ready endpoint.
+        let (mut allocated, mut endpoints) = (None, None);
+        let mut last_ready = (None, Duration::ZERO);
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), BENCH_NS);
+        let mut polls = 0u32;
         let total = loop {
+            if allocated.is_none() && allocated_total(&lab) == Some(n as f64) {
+                allocated = Some(start.elapsed());
+            }
+            // A list of every slice is heavier: every 2 s.
+            if endpoints.is_none() && polls.is_multiple_of(4) {
+                let ready = ready_slices(&slices).await;
+                if ready == Some(n) {
+                    endpoints = Some(start.elapsed());
+                }
+                last_ready = (ready, start.elapsed());
+            }
+            polls += 1;
             for (i, node) in nodes.iter().enumerate() {
                 if let Some(m) = speaker_pid(&lab, node).and_then(rss_mib) {
                     anon_peak[i] = anon_peak[i].max(m.anon);
@@ -215,12 +306,36 @@ async fn main() {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
+        let cpu: Vec<f64> = nodes
+            .iter()
+            .zip(&cpu0)
+            .map(|(n, c0)| {
+                let now = speaker_pid(&lab, n).and_then(cpu_secs);
+                match (c0, now) {
+                    (Some(a), Some(b)) => b - a,
+                    _ => f64::NAN,
+                }
+            })
+            .collect();
         // Let the ServiceL2Status writes settle before reading memory.
         tokio::time::sleep(Duration::from_secs(5)).await;
+        let secs =
+            |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+        let ready = match endpoints {
+            Some(d) => format!("all with a ready endpoint after {}", secs(Some(d))),
+            None => format!(
+                "{} with a ready endpoint at the last check ({:.1} s)",
+                last_ready
+                    .0
+                    .map_or("?".to_owned(), |r: usize| r.to_string()),
+                last_ready.1.as_secs_f64()
+            ),
+        };
         println!(
-            "  run {}: {n} created in {:.1} s, all announced after {:.1} s",
+            "  run {}: {n} created in {:.1} s, all allocated after {}, {ready} (checked every 2 s), all announced after {:.1} s",
             r + 1,
             created.as_secs_f64(),
+            secs(allocated),
             total.as_secs_f64()
         );
         totals.push(total.as_secs_f64());
@@ -230,7 +345,8 @@ async fn main() {
             let leading = speaker_metric(&lab, node, "ferrolb_speaker_leading").unwrap_or(f64::NAN);
             let anon_peak = anon_peak[i].max(m.anon);
             println!(
-                "    {node}: leads {leading:.0}; RSS idle {:.1} MiB, now {:.1} MiB (anon {:.1}, file {:.1}), peak (VmHWM) {:.1} MiB, sampled anon peak {anon_peak:.1} MiB",
+                "    {node}: leads {leading:.0}; CPU {:.2} s until all announced; RSS idle {:.1} MiB, now {:.1} MiB (anon {:.1}, file {:.1}), peak (VmHWM) {:.1} MiB, sampled anon peak {anon_peak:.1} MiB",
+                cpu[i],
                 idle.get(i).copied().unwrap_or(f64::NAN),
                 m.rss,
                 m.anon,
@@ -238,6 +354,7 @@ async fn main() {
                 m.hwm,
             );
             peaks.push(m.hwm);
+            cpus.push(cpu[i]);
             currents.push(m.rss);
             anons.push(m.anon);
             files.push(m.file);
@@ -276,9 +393,29 @@ async fn main() {
             again.as_secs_f64(),
             line.join(", ")
         );
-        delete_all(&lab, &client, &nodes).await;
+        let (took, cpu) = delete_all(&lab, &client, &nodes).await;
+        println!(
+            "  run {}: all {n} deleted at once, nothing announced after {:.1} s; speaker CPU meanwhile: {}",
+            r + 1,
+            took.as_secs_f64(),
+            cpu.iter()
+                .map(|c| format!("{c:.2} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        delete_cpus.extend(cpu);
     }
     summary("time until all addresses announced", "s", totals);
+    summary(
+        "speaker CPU from the first create until all announced, all nodes and runs",
+        "s",
+        cpus,
+    );
+    summary(
+        "speaker CPU from deleting all Services at once until nothing is announced",
+        "s",
+        delete_cpus,
+    );
     summary(
         "speaker peak RSS (VmHWM), all nodes and runs",
         "MiB",

@@ -22,6 +22,7 @@ pub mod conflicts;
 pub mod driver;
 pub mod logonly;
 pub mod metrics;
+pub mod pace;
 pub mod state;
 pub mod view;
 pub mod writes;
@@ -163,6 +164,28 @@ impl<P: PartialEq> NsStore<P> {
             },
             WEvent::Delete(o) => self.objects.remove(&Self::id(&o)).is_some(),
         }
+    }
+}
+
+/// What API inputs not acted on yet changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Changes {
+    /// Anything eligibility reads (Services, EndpointSlices, Nodes).
+    world: bool,
+    /// A configuration object.
+    config: bool,
+    /// A Node (peers and the membership socket's address).
+    nodes: bool,
+    /// The membership Secret.
+    key: bool,
+}
+
+impl std::ops::BitOrAssign for Changes {
+    fn bitor_assign(&mut self, o: Self) {
+        self.world |= o.world;
+        self.config |= o.config;
+        self.nodes |= o.nodes;
+        self.key |= o.key;
     }
 }
 
@@ -350,6 +373,9 @@ pub async fn run<A: Announcer + 'static>(
         nat_no_address: BTreeSet::new(),
         conflict_events: conflicts::EventLimiter::default(),
     };
+    // API changes not acted on yet, and when they will be (see [`pace`]).
+    let mut pending = Changes::default();
+    let mut pace = pace::Pace::new(tokio::time::Instant::now());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 2048];
     loop {
@@ -375,7 +401,15 @@ pub async fn run<A: Announcer + 'static>(
                 lp.after(t);
             }
             input = inputs.next() => match input {
-                Some(i) => lp.on_input(i).await,
+                Some(i) => {
+                    pending |= lp.take_input(i);
+                    if !lp.started {
+                        // Starts as soon as every store has synced.
+                        lp.react(std::mem::take(&mut pending)).await;
+                    } else if pending != Changes::default() {
+                        pace.changed(tokio::time::Instant::now());
+                    }
+                }
                 None => {
                     if let Some(n) = lp.nat.take() {
                         n.stop(NAT_STOP_WAIT).await;
@@ -383,6 +417,12 @@ pub async fn run<A: Announcer + 'static>(
                     return Err(RunError::StreamEnded);
                 }
             },
+            _ = sleep_until(pace.due()) => {
+                let began = tokio::time::Instant::now();
+                lp.react(std::mem::take(&mut pending)).await;
+                let end = tokio::time::Instant::now();
+                pace.done(end, end - began);
+            }
             _ = tick.tick() => lp.on_tick().await,
         }
     }
@@ -427,23 +467,21 @@ pub fn l2_status_name(svc: &ServiceKey) -> String {
 }
 
 impl<A: Announcer + 'static> Loop<A> {
-    async fn on_input(&mut self, input: Input) {
+    /// Applies one API input to the stores; what it changed.
+    fn take_input(&mut self, input: Input) -> Changes {
         self.metrics.updates.inc();
-        let now = std::time::Instant::now();
-        let mut world_changed = false;
-        let mut config_changed = false;
-        let mut nodes_changed = false;
+        let mut c = Changes::default();
         match input {
             Input::Svc(ev) => {
                 let lb_class = self.opts.lb_class.as_deref();
-                world_changed = self
+                c.world = self
                     .services
                     .apply(ev, |s| view::compact_service(s, lb_class));
             }
-            Input::Slice(ev) => world_changed = self.slices.apply(ev, view::slice),
+            Input::Slice(ev) => c.world = self.slices.apply(ev, view::slice),
             Input::Node(ev) => {
-                nodes_changed = self.nodes.apply(ev, |n| Some(view::compact_node(n)));
-                world_changed = nodes_changed;
+                c.nodes = self.nodes.apply(ev, |n| Some(view::compact_node(n)));
+                c.world = c.nodes;
             }
             Input::Secret(ev) => {
                 let key_bytes = |s: &Secret| {
@@ -454,17 +492,26 @@ impl<A: Announcer + 'static> Loop<A> {
                             .map(|b| b.0.clone()),
                     )
                 };
-                if self.secrets.apply(ev, key_bytes) && self.started {
-                    self.reload_key(now);
-                }
-                return;
+                c.key = self.secrets.apply(ev, key_bytes);
             }
             Input::L2Status(ev) => {
                 self.l2_status.apply(ev, |o| o.status.clone());
-                return;
             }
-            Input::Config(ev) => config_changed = self.stores.apply_event(ev),
+            Input::Config(ev) => c.config = self.stores.apply_event(ev),
         }
+        c
+    }
+
+    /// Acts on the changes of the inputs taken since the last call: the decisions are
+    /// recomputed once for all of them ([`pace`]).
+    async fn react(&mut self, c: Changes) {
+        let now = std::time::Instant::now();
+        let Changes {
+            mut world,
+            config,
+            nodes,
+            key,
+        } = c;
         if !self.started {
             if self.services.synced
                 && self.slices.synced
@@ -476,13 +523,16 @@ impl<A: Announcer + 'static> Loop<A> {
             }
             return;
         }
-        if config_changed {
-            world_changed |= self.reload_config();
+        if key {
+            self.reload_key(now);
         }
-        if nodes_changed {
+        if config {
+            world |= self.reload_config();
+        }
+        if nodes {
             self.ensure_socket().await;
         }
-        if world_changed {
+        if world {
             self.rebuild_world();
             let t = self.driver.api_changed(now);
             self.after(t);
