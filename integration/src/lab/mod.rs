@@ -28,6 +28,7 @@ pub mod topology;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -221,19 +222,16 @@ pub fn curl_argv(url: &str, timeout: Duration) -> Vec<String> {
     .collect()
 }
 
-/// The kernel's last lines about killed processes (the OOM killer), if
-/// any; best effort, for error messages.
-fn kernel_kill_lines() -> Option<String> {
+/// The kernel's lines about killing process `pid` (the OOM killer), if any;
+/// best effort, for error messages.
+fn kernel_kill_lines(pid: i32) -> Option<String> {
     let out = Cmd::new("dmesg")
         .limit(Duration::from_secs(5))
         .stdout()
         .ok()?;
-    let lines: Vec<&str> = out
-        .lines()
-        .filter(|l| l.contains("Killed process") || l.contains("Out of memory"))
-        .collect();
-    let last = lines[lines.len().saturating_sub(3)..].join(" | ");
-    (!last.is_empty()).then_some(last)
+    let needle = format!("Killed process {pid} ");
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(&needle)).collect();
+    (!lines.is_empty()).then(|| lines.join(" | "))
 }
 
 /// A lab, and for tests the guard that removes it.
@@ -493,7 +491,8 @@ impl Lab {
             // A kill leaves nothing in the daemon's own log; the kernel's
             // says whether it was the OOM killer.
             if how.contains("SIGKILL")
-                && let Some(kernel) = kernel_kill_lines()
+                && let Some(pf) = &pid_file
+                && let Some(kernel) = kernel_kill_lines(pf.pid)
             {
                 how.push_str(&format!(" (kernel log: {kernel})"));
             }
@@ -524,7 +523,11 @@ impl Lab {
                 log,
                 tail,
             }) if !restarted.contains(&name) => {
-                let Some(spec) = self.node_daemon(&name) else {
+                // Only a daemon the lab started and saw die (a missing pid file
+                // means somebody stopped it on purpose).
+                let spec = process::read_pid_file(&self.paths, &name)?
+                    .and_then(|_| self.node_daemon(&name));
+                let Some(spec) = spec else {
                     return Err(LabError::DaemonDied {
                         name,
                         how,
@@ -533,7 +536,11 @@ impl Lab {
                     });
                 };
                 tracing::warn!(daemon = %name, %how, log = %log.display(), "daemon died during start-up; starting it again");
-                eprintln!(
+                // Straight to stderr, not `eprintln!`: the test harness keeps
+                // the macro's output only for failing tests, and this must show
+                // in a passing run too.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "lab: warning: {name} {how} during start-up; starting it again. Last lines of {}:\n{tail}",
                     log.display()
                 );

@@ -118,6 +118,11 @@ pub fn spawn(paths: &LabPaths, spec: &DaemonSpec) -> Result<u32> {
     // The child is deliberately not waited for: it outlives this process.
     // Teardown reaps it if this process is still its parent.
     drop(child);
+    // A reused pid must not report how an earlier process ended.
+    ENDINGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&(pid as i32));
     write_pid_file(paths, &spec.name, pid, &spec.program)?;
     tracing::info!(daemon = %spec.name, pid, "daemon started");
     Ok(pid)

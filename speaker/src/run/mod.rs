@@ -523,9 +523,6 @@ impl<A: Announcer + 'static> Loop<A> {
             }
             return;
         }
-        if key {
-            self.reload_key(now);
-        }
         if config {
             world |= self.reload_config();
         }
@@ -539,6 +536,10 @@ impl<A: Announcer + 'static> Loop<A> {
             // Ports, nodePorts or this node's addresses may have changed without any
             // change in what it leads.
             self.sync_nat();
+        }
+        // The key last, as at start: a membership it creates gets the current peers.
+        if key {
+            self.reload_key(now);
         }
     }
 
