@@ -249,10 +249,27 @@ pub fn alive(pid: i32) -> bool {
 /// How process `pid` ended, as far as this process knows: it must have
 /// been our child and reaped (by [`alive`] or here).
 pub fn ending(pid: i32) -> String {
-    // A zombie not looked at yet is reaped now.
-    alive(pid);
-    let endings = ENDINGS.lock().unwrap_or_else(|e| e.into_inner());
-    describe_ending(endings.get(&pid))
+    let known = || {
+        ENDINGS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+            .copied()
+    };
+    // A killed multi-threaded process (the Go daemons) shows as a zombie while its
+    // other threads are still exiting, and cannot be reaped until they are: give it
+    // a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if alive(pid) {
+            return "is still running".to_owned();
+        }
+        if known().is_some() || proc_state(pid).is_none() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    describe_ending(known().as_ref())
 }
 
 fn describe_ending(status: Option<&WaitStatus>) -> String {
