@@ -156,13 +156,30 @@ fn leading_total(lab: &Lab, nodes: &[String]) -> Option<f64> {
         .sum()
 }
 
+/// Each node's speaker CPU time so far (`None` where no speaker answers).
+fn speaker_cpu(lab: &Lab, nodes: &[String]) -> Vec<Option<f64>> {
+    nodes
+        .iter()
+        .map(|n| speaker_pid(lab, n).and_then(cpu_secs))
+        .collect()
+}
+
+/// CPU each node's speaker used since `before` ([`speaker_cpu`]); NaN where unknown.
+fn cpu_since(lab: &Lab, nodes: &[String], before: &[Option<f64>]) -> Vec<f64> {
+    speaker_cpu(lab, nodes)
+        .into_iter()
+        .zip(before)
+        .map(|(now, then)| match (then, now) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        })
+        .collect()
+}
+
 /// Deletes every Service at once (a burst of events for the speakers) and waits until
 /// nothing is announced; how long that took and the CPU each speaker used meanwhile.
 async fn delete_all(lab: &Lab, client: &kube::Client, nodes: &[String]) -> (Duration, Vec<f64>) {
-    let cpu0: Vec<Option<f64>> = nodes
-        .iter()
-        .map(|n| speaker_pid(lab, n).and_then(cpu_secs))
-        .collect();
+    let cpu0 = speaker_cpu(lab, nodes);
     let start = Instant::now();
     delete_services(client, BENCH_NS).await;
     eventually("nothing announced", Duration::from_secs(180), || async {
@@ -175,16 +192,7 @@ async fn delete_all(lab: &Lab, client: &kube::Client, nodes: &[String]) -> (Dura
     .await
     .expect("cleanup");
     let took = start.elapsed();
-    let cpu = nodes
-        .iter()
-        .zip(cpu0)
-        .map(
-            |(n, c0)| match (c0, speaker_pid(lab, n).and_then(cpu_secs)) {
-                (Some(a), Some(b)) => b - a,
-                _ => f64::NAN,
-            },
-        )
-        .collect();
+    let cpu = cpu_since(lab, nodes, &cpu0);
     (took, cpu)
 }
 
@@ -248,10 +256,7 @@ async fn main() {
             .filter_map(|n| speaker_pid(&lab, n).and_then(rss_mib).map(|m| m.rss))
             .collect();
 
-        let cpu0: Vec<Option<f64>> = nodes
-            .iter()
-            .map(|n| speaker_pid(&lab, n).and_then(cpu_secs))
-            .collect();
+        let cpu0 = speaker_cpu(&lab, &nodes);
         let svcs: Api<Service> = Api::namespaced(client.clone(), BENCH_NS);
         let start = Instant::now();
         futures::stream::iter(0..n)
@@ -306,17 +311,7 @@ async fn main() {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
-        let cpu: Vec<f64> = nodes
-            .iter()
-            .zip(&cpu0)
-            .map(|(n, c0)| {
-                let now = speaker_pid(&lab, n).and_then(cpu_secs);
-                match (c0, now) {
-                    (Some(a), Some(b)) => b - a,
-                    _ => f64::NAN,
-                }
-            })
-            .collect();
+        let cpu = cpu_since(&lab, &nodes, &cpu0);
         // Let the ServiceL2Status writes settle before reading memory.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let secs =

@@ -346,7 +346,7 @@ async fn dual_stack_nodeport_and_ferrolb_processes() {
     )
     .await
     .unwrap();
-    assert_eq!(process::ending(agent), "killed by SIGKILL");
+    assert_eq!(process::ending(agent).to_string(), "killed by SIGKILL");
     lab.wait_nodes_ready(Duration::from_secs(60))
         .await
         .expect("nodes Ready, the agent started again");

@@ -56,6 +56,13 @@ fn net(loss: f64) -> NetConfig {
     }
 }
 
+/// When each node learned of a death (`Sim::downs_of`), in ms after `since`, sorted.
+fn learned_ms(downs: &[(Duration, usize)], since: Duration) -> Vec<f64> {
+    let mut v: Vec<f64> = downs.iter().map(|d| ms(d.0 - since)).collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
 /// Restarts crashed `node` with a new boot epoch for `trial` and lets it rejoin for
 /// 1.5 s (simulated), advancing `t`.
 fn rejoin(sim: &mut Sim, node: usize, trial: usize, t: &mut Duration) {
@@ -86,8 +93,7 @@ fn detection(n: usize, loss: f64, trials: usize, seed: u64) {
         let name = node_name(victim);
         let downs = sim.downs_of(&name, crash_at);
         let observers: std::collections::BTreeSet<usize> = downs.iter().map(|d| d.1).collect();
-        let mut learned: Vec<f64> = downs.iter().map(|d| ms(d.0 - crash_at)).collect();
-        learned.sort_by(f64::total_cmp);
+        let learned = learned_ms(&downs, crash_at);
         if let Some(f) = learned.first() {
             first.push(*f);
             typical.push(pct(&learned, 50.0));
@@ -130,12 +136,7 @@ fn leave(n: usize, loss: f64, trials: usize, seed: u64) {
         sim.leave(node);
         t += Duration::from_millis(1000);
         sim.run_until(t);
-        let mut learned: Vec<f64> = sim
-            .downs_of(&node_name(node), at)
-            .iter()
-            .map(|d| ms(d.0 - at))
-            .collect();
-        learned.sort_by(f64::total_cmp);
+        let learned = learned_ms(&sim.downs_of(&node_name(node), at), at);
         if learned.len() == n - 1 {
             typical.push(pct(&learned, 50.0));
             all.push(learned[learned.len() - 1]);

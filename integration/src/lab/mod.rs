@@ -477,80 +477,82 @@ impl Lab {
         Ok(())
     }
 
-    fn check_running(&self, names: &[&str]) -> Result<()> {
+    /// The first of `names` that does not run, and the pid its pid file
+    /// recorded (`None`: no pid file).
+    fn first_dead(&self, names: &[&str]) -> Result<Option<(String, Option<i32>)>> {
         for name in names {
             let pid_file = process::read_pid_file(&self.paths, name)?;
-            if pid_file.as_ref().is_some_and(|pf| pf.is_running()) {
-                continue;
+            if !pid_file.as_ref().is_some_and(|pf| pf.is_running()) {
+                return Ok(Some(((*name).to_owned(), pid_file.map(|pf| pf.pid))));
             }
-            let log = self.paths.log(name);
-            let mut how = match &pid_file {
-                Some(pf) => process::ending(pf.pid),
-                None => "has no pid file".to_owned(),
-            };
-            // A kill leaves nothing in the daemon's own log; the kernel's
-            // says whether it was the OOM killer.
-            if how.contains("SIGKILL")
-                && let Some(pf) = &pid_file
-                && let Some(kernel) = kernel_kill_lines(pf.pid)
-            {
-                how.push_str(&format!(" (kernel log: {kernel})"));
-            }
-            return Err(LabError::DaemonDied {
-                name: (*name).to_owned(),
-                how,
-                tail: process::log_tail(&log, 20),
-                log,
-            });
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// The error for daemon `name` found dead, saying how it ended.
+    fn died(&self, name: String, pid: Option<i32>) -> LabError {
+        let log = self.paths.log(&name);
+        let how = match pid {
+            Some(pid) => {
+                let ending = process::ending(pid);
+                // A kill leaves nothing in the daemon's own log; the kernel's
+                // says whether it was the OOM killer.
+                match ending
+                    .is_sigkill()
+                    .then(|| kernel_kill_lines(pid))
+                    .flatten()
+                {
+                    Some(kernel) => format!("{ending} (kernel log: {kernel})"),
+                    None => ending.to_string(),
+                }
+            }
+            None => "has no pid file".to_owned(),
+        };
+        LabError::DaemonDied {
+            name,
+            how,
+            tail: process::log_tail(&log, 20),
+            log,
+        }
+    }
+
+    fn check_running(&self, names: &[&str]) -> Result<()> {
+        match self.first_dead(names)? {
+            Some((name, pid)) => Err(self.died(name, pid)),
+            None => Ok(()),
+        }
     }
 
     /// [`Self::check_running`] during bring-up: a node's agent or kube-proxy
-    /// found dead is started again, once per daemon, with a warning that
-    /// says how it ended. They keep no state of their own between runs (the
-    /// Node object and pods are in the API server), so a second start is a
-    /// clean one; a daemon that dies twice fails the bring-up.
+    /// that the lab started and found dead is started again, once per daemon,
+    /// with a warning that says how it ended. They keep no state of their own
+    /// between runs (the Node object and pods are in the API server), so a
+    /// second start is a clean one; a daemon that dies twice, or has no pid
+    /// file (somebody stopped it on purpose), fails the bring-up.
     fn check_running_at_start(
         &self,
         names: &[&str],
         restarted: &mut BTreeSet<String>,
     ) -> Result<()> {
-        match self.check_running(names) {
-            Err(LabError::DaemonDied {
-                name,
-                how,
-                log,
-                tail,
-            }) if !restarted.contains(&name) => {
-                // Only a daemon the lab started and saw die (a missing pid file
-                // means somebody stopped it on purpose).
-                let spec = process::read_pid_file(&self.paths, &name)?
-                    .and_then(|_| self.node_daemon(&name));
-                let Some(spec) = spec else {
-                    return Err(LabError::DaemonDied {
-                        name,
-                        how,
-                        log,
-                        tail,
-                    });
-                };
-                tracing::warn!(daemon = %name, %how, log = %log.display(), "daemon died during start-up; starting it again");
-                // Straight to stderr, not `eprintln!`: the test harness keeps
-                // the macro's output only for failing tests, and this must show
-                // in a passing run too.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "lab: warning: {name} {how} during start-up; starting it again. Last lines of {}:\n{tail}",
-                    log.display()
-                );
-                process::spawn(&self.paths, &spec)?;
-                restarted.insert(name);
-                // Another daemon may be down too: the next round checks.
-                Ok(())
-            }
-            other => other,
-        }
+        let Some((name, pid)) = self.first_dead(names)? else {
+            return Ok(());
+        };
+        let spec = pid
+            .filter(|_| !restarted.contains(&name))
+            .and_then(|_| self.node_daemon(&name));
+        let err = self.died(name.clone(), pid);
+        let Some(spec) = spec else {
+            return Err(err);
+        };
+        tracing::warn!(daemon = %name, error = %err, "starting it again");
+        // Straight to stderr, not `eprintln!`: the test harness keeps the
+        // macro's output only for failing tests, and this must show in a
+        // passing run too.
+        let _ = writeln!(std::io::stderr(), "lab: warning: {err}\nstarting it again");
+        process::spawn(&self.paths, &spec)?;
+        restarted.insert(name);
+        // Another daemon may be down too: the next round checks.
+        Ok(())
     }
 
     /// The spec of node daemon `name` (a node agent or kube-proxy).

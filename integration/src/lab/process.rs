@@ -246,9 +246,44 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
-/// How process `pid` ended, as far as this process knows: it must have
-/// been our child and reaped (by [`alive`] or here).
-pub fn ending(pid: i32) -> String {
+/// How a daemon ended, as far as this process knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// It has not ended.
+    Running,
+    /// It was our child and was reaped with this status.
+    Known(WaitStatus),
+    /// Not our child (or not reapable yet): its status is not ours to know.
+    Unknown,
+}
+
+impl Ending {
+    /// Killed by SIGKILL (by a person, teardown or the OOM killer).
+    pub fn is_sigkill(&self) -> bool {
+        matches!(
+            self,
+            Ending::Known(WaitStatus::Signaled(_, Signal::SIGKILL, _))
+        )
+    }
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Running => f.write_str("is still running"),
+            Ending::Known(WaitStatus::Exited(_, code)) => write!(f, "exited with status {code}"),
+            Ending::Known(WaitStatus::Signaled(_, signal, _)) => write!(f, "killed by {signal}"),
+            Ending::Known(other) => write!(f, "ended ({other:?})"),
+            Ending::Unknown => {
+                f.write_str("ended; exit status unknown (not a child of this process)")
+            }
+        }
+    }
+}
+
+/// How process `pid` ended: it must have been our child, reaped by [`alive`]
+/// (here or earlier).
+pub fn ending(pid: i32) -> Ending {
     let known = || {
         ENDINGS
             .lock()
@@ -262,22 +297,15 @@ pub fn ending(pid: i32) -> String {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         if alive(pid) {
-            return "is still running".to_owned();
+            return Ending::Running;
         }
-        if known().is_some() || proc_state(pid).is_none() || Instant::now() >= deadline {
-            break;
+        if let Some(status) = known() {
+            return Ending::Known(status);
+        }
+        if proc_state(pid).is_none() || Instant::now() >= deadline {
+            return Ending::Unknown;
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-    describe_ending(known().as_ref())
-}
-
-fn describe_ending(status: Option<&WaitStatus>) -> String {
-    match status {
-        Some(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
-        Some(WaitStatus::Signaled(_, signal, _)) => format!("killed by {signal}"),
-        Some(other) => format!("ended ({other:?})"),
-        None => "ended; exit status unknown (not a child of this process)".to_owned(),
     }
 }
 
@@ -424,14 +452,14 @@ mod tests {
     fn endings_name_the_status_or_signal() {
         let pid = Pid::from_raw(7);
         assert_eq!(
-            describe_ending(Some(&WaitStatus::Exited(pid, 0))),
+            Ending::Known(WaitStatus::Exited(pid, 0)).to_string(),
             "exited with status 0"
         );
-        assert_eq!(
-            describe_ending(Some(&WaitStatus::Signaled(pid, Signal::SIGKILL, false))),
-            "killed by SIGKILL"
-        );
-        assert!(describe_ending(None).contains("unknown"));
+        let killed = Ending::Known(WaitStatus::Signaled(pid, Signal::SIGKILL, false));
+        assert_eq!(killed.to_string(), "killed by SIGKILL");
+        assert!(killed.is_sigkill());
+        assert!(!Ending::Known(WaitStatus::Signaled(pid, Signal::SIGTERM, false)).is_sigkill());
+        assert!(Ending::Unknown.to_string().contains("unknown"));
     }
 
     #[test]
@@ -448,7 +476,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(ending(pid), "killed by SIGTERM");
+        assert_eq!(ending(pid).to_string(), "killed by SIGTERM");
     }
 
     #[test]
