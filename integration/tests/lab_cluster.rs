@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually, kubeapi, process, teardown};
-use ferrolb_integration::testkit::{self as kit, APP};
+use ferrolb_integration::lab::{
+    IpFamily, Lab, LabOptions, LabPaths, eventually, kubeapi, process, teardown,
+};
+use ferrolb_integration::testkit::{self as kit, APP, CONTROLLER_PORT, SPEAKER_PORT};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -221,12 +223,16 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
 }
 
 /// A stand-in for a ferrolb binary: logs the environment the lab gives it
-/// and stays up (as a shell, so that its command line keeps its name).
-fn fake_ferrolb(dir: &Path, name: &str) -> PathBuf {
+/// and answers every HTTP request on `port` (its `/readyz`) with 200, using
+/// the harness's echo server.
+fn fake_ferrolb(lab_paths: &LabPaths, dir: &Path, name: &str, port: u16) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(
         &path,
-        "#!/bin/sh\necho \"fake node=$NODE_NAME kubeconfig=$KUBECONFIG log=$RUST_LOG\"\nsleep 600 &\nwait\n",
+        format!(
+            "#!/bin/sh\necho \"fake node=$NODE_NAME kubeconfig=$KUBECONFIG log=$RUST_LOG\"\nexec '{}' echo --name ready --listen 127.0.0.1:{port}\n",
+            lab_paths.harness().display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -264,11 +270,22 @@ fn in_netns(netns: &str, pid: i32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_stack_nodeport_and_ferrolb_processes() {
     let fakes = tempfile::tempdir().unwrap();
+    let paths = LabPaths::from_env();
     let (lab, client) = kit::up(LabOptions {
         workers: 1,
         ip_family: IpFamily::DualStack,
-        controller_bin: Some(fake_ferrolb(fakes.path(), "fake-controller")),
-        speaker_bin: Some(fake_ferrolb(fakes.path(), "fake-speaker")),
+        controller_bin: Some(fake_ferrolb(
+            &paths,
+            fakes.path(),
+            "fake-controller",
+            CONTROLLER_PORT,
+        )),
+        speaker_bin: Some(fake_ferrolb(
+            &paths,
+            fakes.path(),
+            "fake-speaker",
+            SPEAKER_PORT,
+        )),
         require_ferrolb: true,
         ..LabOptions::default()
     })
@@ -325,8 +342,9 @@ async fn dual_stack_nodeport_and_ferrolb_processes() {
         .await
         .expect("w1-k8s Ready after recovery");
 
-    // A node agent that dies while the lab waits for its nodes is started
-    // again once, and how it ended is known (its own log cannot say).
+    // A node agent that dies while the lab waits for its nodes fails the
+    // wait, saying how it ended (its own log cannot say); recovering the node
+    // starts it again.
     let agent = daemon_pid(&lab, "node-agent-w1-k8s");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent),
@@ -346,7 +364,16 @@ async fn dual_stack_nodeport_and_ferrolb_processes() {
     )
     .await
     .unwrap();
-    assert_eq!(process::ending(agent).to_string(), "killed by SIGKILL");
+    let err = lab
+        .wait_nodes_ready(Duration::from_secs(60))
+        .await
+        .expect_err("a killed node agent went unnoticed");
+    assert!(
+        err.to_string()
+            .starts_with("node-agent-w1-k8s killed by SIGKILL during start-up"),
+        "{err}"
+    );
+    lab.node_recover("w1-k8s").expect("node-recover");
     lab.wait_nodes_ready(Duration::from_secs(60))
         .await
         .expect("nodes Ready, the agent started again");

@@ -3,12 +3,10 @@
 //! namespace as the host on the segment.
 //!
 //! On a real cluster the Helm chart provides ferrolb's namespace, the
-//! `metallb.io` CRDs and the membership Secret; here the provider creates
-//! them, then starts ferrolb's controller and speakers as the lab runs them
-//! (processes in the node namespaces).
+//! `metallb.io` CRDs and the membership Secret; here the lab does, then runs
+//! ferrolb's controller and speakers (processes in the node namespaces).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -16,21 +14,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use super::host::{ClientHost, generic_neighbour_mac, run_bounded};
-use super::{AddressRange, Cluster, CommandHost, Settings, apply, env};
+use super::{AddressRange, Cluster, CommandHost, Settings, env};
 use crate::lab::{Lab, LabOptions, topology};
 
 /// ferrolb's namespace on the lab (the controller's and speakers' default).
-pub const CONFIG_NAMESPACE: &str = "metallb-system";
+pub const CONFIG_NAMESPACE: &str = crate::lab::ferrolb::NAMESPACE;
 /// The scenarios' addresses on the lab: in the lab's pool range
 /// (198.51.100.0/24), on the nodes' segment.
 pub const POOL: &str = "198.51.100.100-198.51.100.139";
 /// The membership Secret the speakers read (the chart's).
-pub const MEMBERLIST_SECRET: &str = "ferrolb-memberlist";
+pub const MEMBERLIST_SECRET: &str = crate::lab::ferrolb::MEMBERLIST_SECRET;
 
 /// The lab's `client` namespace as the scenarios' client host. Commands run
 /// there through [`Lab::exec_with_limit`], so the generic command lines
@@ -83,20 +81,18 @@ pub struct LabProvider {
 }
 
 impl LabProvider {
-    /// Brings a lab up (waiting for the machine's lab lock), installs what
-    /// the chart would (namespace, CRDs, membership Secret) and starts
-    /// ferrolb. Needs root, the Go harness and built ferrolb binaries.
+    /// Brings a lab up with ferrolb ready (waiting for the machine's lab
+    /// lock). Needs root, the Go harness and built ferrolb binaries.
     pub async fn up() -> Result<Self> {
         let lab = Lab::up(LabOptions {
-            bare: true,
             workers: 2,
+            require_ferrolb: true,
             ..LabOptions::default()
         })
         .await
         .context("lab up")?;
         let lab = Arc::new(lab);
         let kube = lab.kube_client().await.context("lab client")?;
-        install(&lab, &kube).await?;
         let get = |k: &str| std::env::var(k).ok();
         let wait = env::wait_from(&get, Duration::from_secs(90))?;
         let settings = Settings {
@@ -176,10 +172,7 @@ impl LabProvider {
 }
 
 fn kubectl_program(lab: &Lab) -> PathBuf {
-    lab.paths()
-        .harness()
-        .parent()
-        .map(|d| d.join("kubectl"))
+    Some(lab.paths().kubectl())
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("kubectl"))
 }
@@ -198,43 +191,6 @@ pub fn kubectl(lab: &Lab, args: &[&str]) -> Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// ferrolb's namespace and the `metallb.io` CRDs (waited for until
-/// Established), as the chart installs them.
-pub async fn install_crds(lab: &Lab, kube: &kube::Client) -> Result<()> {
-    let nss: Api<Namespace> = Api::all(kube.clone());
-    apply(
-        &nss,
-        CONFIG_NAMESPACE,
-        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONFIG_NAMESPACE}}),
-    )
-    .await?;
-    let crds = crate::lab::repo_root().join("deploy/crds");
-    kubectl(
-        lab,
-        &["apply", "--server-side", "-f", &crds.to_string_lossy()],
-    )?;
-    kubectl(
-        lab,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    )?;
-    Ok(())
-}
-
-/// `len` random bytes (from `/dev/urandom`): a membership key.
-pub fn random_key(len: usize) -> Result<Vec<u8>> {
-    let mut key = vec![0u8; len];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .context("random membership key")?;
-    Ok(key)
 }
 
 /// Creates Secret `name` in ferrolb's namespace with `data`, or replaces
@@ -272,33 +228,6 @@ pub async fn put_secret(
                 .await
                 .with_context(|| format!("creating Secret {name}"))?;
         }
-    }
-    Ok(())
-}
-
-/// What the chart installs, then ferrolb started.
-async fn install(lab: &Lab, kube: &kube::Client) -> Result<()> {
-    install_crds(lab, kube).await?;
-    let key = random_key(32)?;
-    put_secret(
-        kube,
-        MEMBERLIST_SECRET,
-        [("secretkey".to_owned(), key)].into(),
-    )
-    .await
-    .context("creating the membership Secret")?;
-    start_ferrolb(lab)
-}
-
-/// Starts (or restarts) ferrolb's controller, then every node's speaker, as
-/// the lab runs them.
-pub fn start_ferrolb(lab: &Lab) -> Result<()> {
-    lab.restart_controller()
-        .context("starting the controller")?;
-    let nodes: Vec<String> = lab.topology().nodes().map(|n| n.name.clone()).collect();
-    for n in &nodes {
-        lab.restart_speaker(n)
-            .with_context(|| format!("starting the speaker on {n}"))?;
     }
     Ok(())
 }

@@ -45,10 +45,7 @@ fn secs(d: Duration) -> String {
 /// etcd, API server, controller-manager and scheduler in the control-plane
 /// node's namespace.
 pub fn control_plane(paths: &LabPaths, topo: &Topology, opts: &LabOptions) -> DaemonSpec {
-    let m = topo
-        .nodes()
-        .next()
-        .expect("a topology always has a control plane");
+    let m = topo.control_plane();
     // The API server's own Service must be of the primary Service family.
     let advertise = match topo.family {
         IpFamily::Ipv6 => m.ipv6.to_string(),
@@ -172,10 +169,7 @@ pub fn controller(
     program: &Path,
     args: &[String],
 ) -> DaemonSpec {
-    let m = topo
-        .nodes()
-        .next()
-        .expect("a topology always has a control plane");
+    let m = topo.control_plane();
     controller_on(paths, m, CONTROLLER, program, args)
 }
 

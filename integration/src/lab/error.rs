@@ -132,6 +132,15 @@ pub enum LabError {
         source: kube::config::KubeconfigError,
     },
 
+    /// A manifest the lab applies is not what it should be.
+    #[error("{path}: {reason}")]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A call to the API server failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),

@@ -18,6 +18,7 @@
 pub(crate) mod cmd;
 pub mod components;
 pub mod error;
+pub mod ferrolb;
 pub mod kubeapi;
 pub mod lock;
 pub mod paths;
@@ -25,10 +26,9 @@ pub mod process;
 pub mod teardown;
 pub mod topology;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -397,10 +397,60 @@ impl Lab {
             self.start_node(node)?;
         }
         if !opts.bare {
+            // What the chart installs first: ferrolb's watches then find
+            // their kinds at once, and the speakers their key.
+            let client = self.kube_client().await?;
+            ferrolb::install(&client, &self.paths.crds(), opts.ready_timeout).await?;
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "CRDs established, membership Secret present"
+            );
             self.start_ferrolb()?;
         }
         self.wait_nodes_ready(opts.ready_timeout).await?;
+        if !opts.bare {
+            self.wait_ferrolb_ready(opts.ready_timeout).await?;
+        }
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "lab up");
+        Ok(())
+    }
+
+    /// Waits (at most `limit`) until the controller and every speaker that
+    /// the lab runs answer `/readyz` with 200; one that dies meanwhile fails
+    /// the wait.
+    pub async fn wait_ferrolb_ready(&self, limit: Duration) -> Result<()> {
+        let mut pending: Vec<(String, String, u16)> = Vec::new();
+        if self.daemon_running(components::CONTROLLER)? {
+            let m = self.topology.control_plane();
+            pending.push((
+                components::CONTROLLER.to_owned(),
+                m.netns(),
+                ferrolb::CONTROLLER_PORT,
+            ));
+        }
+        for node in self.topology.nodes() {
+            let name = components::speaker_name(&node.name);
+            if self.daemon_running(&name)? {
+                pending.push((name, node.netns(), ferrolb::SPEAKER_PORT));
+            }
+        }
+        let start = Instant::now();
+        while !pending.is_empty() {
+            let names: Vec<&str> = pending.iter().map(|(n, _, _)| n.as_str()).collect();
+            self.check_running(&names)?;
+            pending.retain(|(_, netns, port)| ferrolb::readyz(netns, *port) != 200);
+            if pending.is_empty() {
+                break;
+            }
+            if start.elapsed() >= limit {
+                let names: Vec<&str> = pending.iter().map(|(n, _, _)| n.as_str()).collect();
+                return Err(LabError::Timeout {
+                    what: format!("/readyz of {}", names.join(", ")),
+                    after: limit,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         Ok(())
     }
 
@@ -523,56 +573,6 @@ impl Lab {
         }
     }
 
-    /// [`Self::check_running`] during bring-up: a node's agent or kube-proxy
-    /// that the lab started and found dead is started again, once per daemon,
-    /// with a warning that says how it ended. They keep no state of their own
-    /// between runs (the Node object and pods are in the API server), so a
-    /// second start is a clean one; a daemon that dies twice, or has no pid
-    /// file (somebody stopped it on purpose), fails the bring-up.
-    fn check_running_at_start(
-        &self,
-        names: &[&str],
-        restarted: &mut BTreeSet<String>,
-    ) -> Result<()> {
-        let Some((name, pid)) = self.first_dead(names)? else {
-            return Ok(());
-        };
-        let spec = pid
-            .filter(|_| !restarted.contains(&name))
-            .and_then(|_| self.node_daemon(&name));
-        let err = self.died(name.clone(), pid);
-        let Some(spec) = spec else {
-            return Err(err);
-        };
-        tracing::warn!(daemon = %name, error = %err, "starting it again");
-        // Straight to stderr, not `eprintln!`: the test harness keeps the
-        // macro's output only for failing tests, and this must show in a
-        // passing run too.
-        let _ = writeln!(std::io::stderr(), "lab: warning: {err}\nstarting it again");
-        process::spawn(&self.paths, &spec)?;
-        restarted.insert(name);
-        // Another daemon may be down too: the next round checks.
-        Ok(())
-    }
-
-    /// The spec of node daemon `name` (a node agent or kube-proxy).
-    fn node_daemon(&self, name: &str) -> Option<DaemonSpec> {
-        self.topology.nodes().find_map(|node| {
-            if name == components::node_agent_name(&node.name) {
-                Some(components::node_agent(&self.paths, &self.topology, node))
-            } else if name == components::kube_proxy_name(&node.name) {
-                Some(components::kube_proxy(
-                    &self.paths,
-                    &self.topology,
-                    node,
-                    &self.options,
-                ))
-            } else {
-                None
-            }
-        })
-    }
-
     async fn wait_file(&self, path: &Path, watch: &[&str], limit: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
@@ -602,18 +602,16 @@ impl Lab {
         names
     }
 
-    /// Waits until every node of the lab is registered and Ready; a node
-    /// daemon that dies meanwhile is started again once (see
-    /// [`Self::check_running_at_start`]).
+    /// Waits until every node of the lab is registered and Ready; a daemon of
+    /// the cluster that dies meanwhile fails the wait.
     pub async fn wait_nodes_ready(&self, limit: Duration) -> Result<()> {
         let start = Instant::now();
         let watch = self.kube_daemons();
         let watch: Vec<&str> = watch.iter().map(String::as_str).collect();
         let mut last = String::from("no answer yet");
         let mut client = None;
-        let mut restarted = BTreeSet::new();
         loop {
-            self.check_running_at_start(&watch, &mut restarted)?;
+            self.check_running(&watch)?;
             if client.is_none() {
                 match self.kube_client().await {
                     Ok(c) => client = Some(c),
@@ -888,6 +886,15 @@ impl Lab {
         Ok(())
     }
 
+    /// Restarts ferrolb's controller, then every node's speaker.
+    pub fn restart_ferrolb(&self) -> Result<()> {
+        self.restart_controller()?;
+        for node in self.topology.nodes() {
+            self.restart_speaker(&node.name)?;
+        }
+        Ok(())
+    }
+
     /// Restarts ferrolb's speaker on `node`.
     pub fn restart_speaker(&self, node: &str) -> Result<()> {
         let h = self.topology.node(node)?;
@@ -961,7 +968,7 @@ impl Lab {
         ));
         s.push_str(&format!("export FLB_LAB_DIR={}\n", q(&self.paths.state)));
         // kubectl of the lab's Kubernetes version, built with the harness.
-        if let Some(dir) = self.paths.harness().parent() {
+        if let Some(dir) = self.paths.kubectl().parent() {
             s.push_str(&format!("export PATH={}:\"$PATH\"\n", q(dir)));
         }
         s.push_str(&format!(

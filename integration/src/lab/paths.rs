@@ -1,9 +1,12 @@
-//! Where the lab keeps its state and finds its binaries.
+//! Where the lab keeps its state, and where every built artefact is.
 //!
 //! STATE (default `<repo>/.lab`, or `FERROLB_LAB_DIR`) holds the options
 //! the lab was brought up with, the control plane's data and kubeconfigs,
-//! one log and one pid file per daemon. Binaries come from the repository's
-//! build outputs unless an environment variable names them.
+//! one log and one pid file per daemon. Built artefacts follow the rules of
+//! `scripts/paths.sh`, the shell's copy of these rules (a test checks that
+//! both agree): cargo's outputs in `$CARGO_TARGET_DIR` or `<repo>/target`,
+//! from the profile `$FERROLB_PROFILE` or else the newer build; the Go-built
+//! harness and tools under `<repo>/target`.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,10 @@ pub const ENV_HARNESS: &str = "FERROLB_HARNESS";
 pub const ENV_CONTROLLER: &str = "FERROLB_CONTROLLER";
 /// Overrides the path of the ferrolb speaker binary.
 pub const ENV_SPEAKER: &str = "FERROLB_SPEAKER";
+/// Overrides the path of helm.
+pub const ENV_HELM: &str = "FERROLB_HELM";
+/// The cargo profile (`debug`, `release`) whose binaries are used.
+pub const ENV_PROFILE: &str = "FERROLB_PROFILE";
 
 /// File names directly under STATE; teardown refuses to delete a directory
 /// holding anything else, so a mistyped `FERROLB_LAB_DIR` cannot wipe data.
@@ -103,20 +110,63 @@ impl LabPaths {
         self.state.join("nodes").join(node)
     }
 
+    /// ferrolb's CRD manifests (generated, committed).
+    pub fn crds(&self) -> PathBuf {
+        self.repo.join("deploy/crds")
+    }
+
     /// The Go harness.
     pub fn harness(&self) -> PathBuf {
-        std::env::var_os(ENV_HARNESS)
-            .filter(|v| !v.is_empty())
-            .map(|p| absolute(PathBuf::from(p)))
-            .unwrap_or_else(|| self.repo.join("target/harness/k8s-harness"))
+        env_path(ENV_HARNESS).unwrap_or_else(|| self.repo.join("target/harness/k8s-harness"))
+    }
+
+    /// kubectl of the lab's Kubernetes version, built with the harness.
+    pub fn kubectl(&self) -> PathBuf {
+        let harness = self.harness();
+        harness
+            .parent()
+            .map(|d| d.join("kubectl"))
+            .unwrap_or_else(|| PathBuf::from("kubectl"))
+    }
+
+    /// Tools built from Go modules (helm, actionlint).
+    pub fn tools(&self) -> PathBuf {
+        self.repo.join("target/tools")
+    }
+
+    /// helm.
+    pub fn helm(&self) -> PathBuf {
+        env_path(ENV_HELM).unwrap_or_else(|| self.tools().join("helm"))
     }
 
     /// Cargo's target directory.
     pub fn target_dir(&self) -> PathBuf {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .filter(|v| !v.is_empty())
-            .map(|p| absolute(PathBuf::from(p)))
-            .unwrap_or_else(|| self.repo.join("target"))
+        env_path("CARGO_TARGET_DIR").unwrap_or_else(|| self.repo.join("target"))
+    }
+
+    /// The cargo profile to take `binary` from: `FERROLB_PROFILE`, else the
+    /// one holding the newer build of it (debug when neither or both are as
+    /// new).
+    pub fn profile(&self, binary: &str) -> String {
+        if let Some(p) = std::env::var_os(ENV_PROFILE).filter(|v| !v.is_empty()) {
+            return p.to_string_lossy().into_owned();
+        }
+        let target = self.target_dir();
+        let modified = |profile: &str| {
+            std::fs::metadata(target.join(profile).join(binary))
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        match (modified("release"), modified("debug")) {
+            (Some(r), Some(d)) if r > d => "release".to_owned(),
+            (Some(_), None) => "release".to_owned(),
+            _ => "debug".to_owned(),
+        }
+    }
+
+    /// Where cargo puts `binary` of [`Self::profile`].
+    pub fn cargo_bin(&self, binary: &str) -> PathBuf {
+        self.target_dir().join(self.profile(binary)).join(binary)
     }
 
     /// The ferrolb controller binary, if built.
@@ -130,21 +180,14 @@ impl LabPaths {
     }
 
     fn ferrolb_binary(&self, env: &str, name: &str) -> Option<PathBuf> {
-        if let Some(p) = std::env::var_os(env).filter(|v| !v.is_empty()) {
-            return Some(absolute(PathBuf::from(p)));
-        }
-        // The newer of release and debug: whichever the developer built last.
-        let target = self.target_dir();
-        ["release", "debug"]
-            .iter()
-            .map(|profile| target.join(profile).join(name))
-            .filter_map(|p| {
-                let modified = std::fs::metadata(&p).ok()?.modified().ok()?;
-                Some((modified, p))
-            })
-            .max_by_key(|(m, _)| *m)
-            .map(|(_, p)| p)
+        env_path(env).or_else(|| Some(self.cargo_bin(name)).filter(|p| p.is_file()))
     }
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(|p| absolute(PathBuf::from(p)))
 }
 
 /// The repository root (the parent of this crate's directory).

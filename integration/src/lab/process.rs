@@ -6,8 +6,12 @@
 //! pid and also its session id; everything it forks keeps that session id, which is how
 //! teardown finds the daemon's children even when they sit in no named
 //! namespace. Output goes (appended) to `STATE/logs/NAME.log`, the pid to
-//! `STATE/pids/NAME.pid` together with the program path, so that a pid
-//! reused by an unrelated process is never mistaken for the daemon.
+//! `STATE/pids/NAME.pid` together with the program path and the process's
+//! start time. A process is the daemon when its pid *and* start time match:
+//! the start time does not change when the wrappers exec the daemon, and a
+//! reused pid has another one. (The command line is no identity: it changes
+//! at every exec of the wrapper chain, and a read that straddles an exec
+//! returns a splice of two command lines.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -24,7 +28,7 @@ use nix::unistd::Pid;
 
 use super::cmd::Cmd;
 use super::error::{LabError, Result};
-use super::paths::{LabPaths, file_name};
+use super::paths::LabPaths;
 
 /// How to start one daemon. Built in one place, `components`.
 #[derive(Debug, Clone)]
@@ -123,15 +127,30 @@ pub fn spawn(paths: &LabPaths, spec: &DaemonSpec) -> Result<u32> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&(pid as i32));
-    write_pid_file(paths, &spec.name, pid, &spec.program)?;
+    // Our unreaped child: its /proc entry stays (a zombie at worst) until we
+    // wait for it, so the start time can always be read here.
+    let start_time = stat(pid as i32)
+        .map(|s| s.start_time)
+        .ok_or_else(|| LabError::Io {
+            path: PathBuf::from(format!("/proc/{pid}/stat")),
+            source: std::io::Error::other("the just-spawned daemon has no /proc entry"),
+        })?;
+    let pid_file = PidFile {
+        name: spec.name.clone(),
+        pid: pid as i32,
+        program: spec.program.clone(),
+        start_time,
+    };
+    write_pid_file(paths, &pid_file)?;
     tracing::info!(daemon = %spec.name, pid, "daemon started");
     Ok(pid)
 }
 
-fn write_pid_file(paths: &LabPaths, name: &str, pid: u32, program: &Path) -> Result<()> {
-    let path = paths.pid_file(name);
+fn write_pid_file(paths: &LabPaths, pf: &PidFile) -> Result<()> {
+    let path = paths.pid_file(&pf.name);
     let tmp = path.with_extension("pid.tmp");
-    fs::write(&tmp, format!("{pid}\n{}\n", program.display())).map_err(|source| LabError::Io {
+    let text = format!("{}\n{}\n{}\n", pf.pid, pf.program.display(), pf.start_time);
+    fs::write(&tmp, text).map_err(|source| LabError::Io {
         path: tmp.clone(),
         source,
     })?;
@@ -145,26 +164,17 @@ pub struct PidFile {
     pub name: String,
     /// Recorded pid.
     pub pid: i32,
-    /// Recorded program.
+    /// Recorded program (what the wrappers end up running).
     pub program: PathBuf,
+    /// Start time of the process, in clock ticks after boot (`/proc/PID/stat`).
+    pub start_time: u64,
 }
 
 impl PidFile {
-    /// Whether the recorded process still runs the recorded program.
+    /// Whether the recorded process still runs: its pid exists, is not a
+    /// zombie, and started when the recorded one did.
     pub fn is_running(&self) -> bool {
-        if !alive(self.pid) {
-            return false;
-        }
-        match cmdline(self.pid) {
-            // Empty while the kernel swaps the image during an exec (the
-            // daemon passes through `setsid` and `ip` first): still ours.
-            Some(argv) if argv.is_empty() => true,
-            Some(argv) => {
-                let want = file_name(&self.program);
-                argv.iter().any(|a| file_name(Path::new(a)) == want)
-            }
-            None => false,
-        }
+        alive(self.pid) && stat(self.pid).is_some_and(|s| s.start_time == self.start_time)
     }
 }
 
@@ -182,10 +192,14 @@ fn parse_pid_file(name: &str, text: &str) -> Option<PidFile> {
     let mut lines = text.lines();
     let pid = lines.next()?.trim().parse().ok()?;
     let program = PathBuf::from(lines.next()?.trim());
+    // A pid file of an older lab has no start time: nothing can show that
+    // its pid is still the daemon, so it reads as not running.
+    let start_time = lines.next()?.trim().parse().ok()?;
     Some(PidFile {
         name: name.to_owned(),
         pid,
         program,
+        start_time,
     })
 }
 
@@ -309,22 +323,42 @@ pub fn ending(pid: i32) -> Ending {
     }
 }
 
-/// Process state letter and session id from `/proc/PID/stat`.
-fn stat(pid: i32) -> Option<(char, i32)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// What the lab reads of `/proc/PID/stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stat {
+    /// State letter (`R`, `S`, `Z`, ...).
+    state: char,
+    /// Session id.
+    session: i32,
+    /// Start time in clock ticks after boot.
+    start_time: u64,
+}
+
+/// `/proc/PID/stat`, read with one `read` so that the fields come from one
+/// snapshot of the process.
+fn stat(pid: i32) -> Option<Stat> {
+    use std::io::Read as _;
+    let mut buf = [0u8; 4096];
+    let n = fs::File::open(format!("/proc/{pid}/stat"))
+        .and_then(|mut f| f.read(&mut buf))
+        .ok()?;
+    parse_stat(std::str::from_utf8(&buf[..n]).ok()?)
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
     // The command name may contain spaces and parentheses: fields start
-    // after the last ')'.
+    // after the last ')', with field 3 (state) first.
     let rest = &text[text.rfind(')')? + 1..];
-    let mut f = rest.split_whitespace();
-    let state = f.next()?.chars().next()?;
-    let _ppid = f.next()?;
-    let _pgrp = f.next()?;
-    let session = f.next()?.parse().ok()?;
-    Some((state, session))
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        session: f.get(3)?.parse().ok()?,
+        start_time: f.get(19)?.parse().ok()?,
+    })
 }
 
 fn proc_state(pid: i32) -> Option<char> {
-    stat(pid).map(|(s, _)| s)
+    stat(pid).map(|s| s.state)
 }
 
 /// Arguments of process `pid`.
@@ -358,13 +392,13 @@ pub fn scan() -> Vec<ProcInfo> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| {
-            let (state, session) = stat(pid)?;
-            if matches!(state, 'Z' | 'X') {
+            let st = stat(pid)?;
+            if matches!(st.state, 'Z' | 'X') {
                 return None;
             }
             Some(ProcInfo {
                 pid,
-                session,
+                session: st.session,
                 argv: cmdline(pid).unwrap_or_default(),
             })
         })
@@ -441,11 +475,55 @@ mod tests {
 
     #[test]
     fn pid_file_round_trip() {
-        let pf = parse_pid_file("forward", "123\n/x/k8s-harness\n").unwrap();
+        let pf = parse_pid_file("forward", "123\n/x/k8s-harness\n4567\n").unwrap();
         assert_eq!(pf.pid, 123);
         assert_eq!(pf.program, PathBuf::from("/x/k8s-harness"));
+        assert_eq!(pf.start_time, 4567);
         assert!(parse_pid_file("x", "garbage").is_none());
         assert!(parse_pid_file("x", "12\n").is_none());
+        // An older lab's pid file (no start time) proves nothing.
+        assert!(parse_pid_file("x", "12\n/x/k8s-harness\n").is_none());
+    }
+
+    #[test]
+    fn stat_fields_are_found_after_the_command_name() {
+        let line =
+            "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
+        let st = parse_stat(line).unwrap();
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.session, 4242);
+        assert_eq!(st.start_time, 987654);
+    }
+
+    /// A daemon is still the daemon after it execs something with another
+    /// command line, as every daemon of the lab does on its way through
+    /// `setsid` and `ip netns exec`. Judged by its command line (before the
+    /// start time was the identity), this one read as dead.
+    #[test]
+    fn identity_survives_an_exec() {
+        let state = tempfile::tempdir().unwrap();
+        let paths = LabPaths::new(state.path().to_path_buf(), state.path().to_path_buf());
+        let spec = DaemonSpec {
+            name: "execs".into(),
+            netns: None,
+            net_only: false,
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), "exec sleep 30".into()],
+            env: Vec::new(),
+        };
+        let pid = spawn(&paths, &spec).unwrap() as i32;
+        let start = Instant::now();
+        while cmdline(pid).unwrap_or_default().first().map(String::as_str) != Some("sleep") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sh did not exec sleep"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let pf = read_pid_file(&paths, "execs").unwrap().unwrap();
+        assert!(pf.is_running(), "a daemon that exec'd read as dead");
+        stop(&paths, "execs", Duration::from_secs(5)).unwrap();
+        assert!(!pf.is_running(), "a stopped daemon read as running");
     }
 
     #[test]
@@ -488,19 +566,19 @@ mod tests {
     }
 
     #[test]
-    fn pid_file_checks_the_program() {
+    fn pid_file_checks_the_start_time() {
         let me = std::process::id() as i32;
-        let exe = std::env::current_exe().unwrap();
         let mine = PidFile {
             name: "t".into(),
             pid: me,
-            program: exe,
+            program: std::env::current_exe().unwrap(),
+            start_time: stat(me).unwrap().start_time,
         };
         assert!(mine.is_running());
+        // The same pid with another start time: a reused pid.
         let reused = PidFile {
-            name: "t".into(),
-            pid: me,
-            program: PathBuf::from("/nowhere/k8s-harness"),
+            start_time: mine.start_time + 1,
+            ..mine
         };
         assert!(!reused.is_running());
     }

@@ -172,6 +172,13 @@ impl Topology {
         self.hosts.iter().filter(|h| h.is_node())
     }
 
+    /// The control-plane node (`m-k8s`).
+    pub fn control_plane(&self) -> &Host {
+        self.nodes()
+            .next()
+            .expect("a topology always has a control plane")
+    }
+
     /// The host named `name` (`m-k8s`, `w2-k8s`, `client`; a `flb-` prefix is
     /// accepted too).
     pub fn host(&self, name: &str) -> Result<&Host> {

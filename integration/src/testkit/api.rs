@@ -181,7 +181,7 @@ pub async fn label_node(client: &Client, node: &str, key: &str, value: Option<&s
 
 /// `len` random bytes: a membership key.
 pub fn random_key(len: usize) -> Vec<u8> {
-    crate::e2e::lab::random_key(len).expect("random key")
+    crate::lab::ferrolb::random_key(len).expect("random key")
 }
 
 /// Creates or replaces Secret `name` in ferrolb's namespace with `data`.

@@ -66,9 +66,6 @@ pub const CLIENT: &str = crate::lab::topology::CLIENT;
 pub const CLIENT_NS: &str = "flb-client";
 /// The client host's IPv4 address on the lab's segment.
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
-/// The speaker's metrics and health port.
-pub const SPEAKER_PORT: u16 = 7473;
-/// The controller's metrics and health port.
-pub const CONTROLLER_PORT: u16 = 7472;
+pub use crate::lab::ferrolb::{CONTROLLER_PORT, SPEAKER_PORT};
 /// How long the echo pods may take to run.
 pub const PODS_WAIT: Duration = Duration::from_secs(120);

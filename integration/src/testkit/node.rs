@@ -10,7 +10,7 @@ use kube::Client;
 
 use super::{CLIENT, CONTROLLER_PORT, SPEAKER_PORT};
 use crate::e2e::host::url_host;
-use crate::lab::{Lab, LabOptions, components, process, topology};
+use crate::lab::{Lab, LabOptions, components, ferrolb, process, topology};
 
 /// A lab without ferrolb running (the tests start it once the CRDs are
 /// in place) and `workers` worker nodes; the other options are the
@@ -40,16 +40,17 @@ pub fn kubectl(lab: &Lab, args: &[&str]) -> String {
 }
 
 /// ferrolb's namespace and the `metallb.io` CRDs (Established), as the
-/// chart installs them.
+/// chart installs them; for bare labs (a lab with ferrolb has them).
 pub async fn install_crds(lab: &Lab, client: &Client) {
-    crate::e2e::lab::install_crds(lab, client)
+    ferrolb::install_crds(client, &lab.paths().crds(), Duration::from_secs(60))
         .await
-        .unwrap_or_else(|e| panic!("installing the CRDs: {e:#}"));
+        .unwrap_or_else(|e| panic!("installing the CRDs: {e}"));
 }
 
 /// Starts (or restarts) the controller, then every node's speaker.
 pub fn start_ferrolb(lab: &Lab) {
-    crate::e2e::lab::start_ferrolb(lab).unwrap_or_else(|e| panic!("{e:#}"));
+    lab.restart_ferrolb()
+        .unwrap_or_else(|e| panic!("starting ferrolb: {e}"));
 }
 
 /// The names of the lab's nodes (control plane first).
