@@ -3,13 +3,15 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
-HARNESS := target/harness/k8s-harness
-HELM := target/tools/helm
-# kubectl of the lab's Kubernetes version is built with the harness (a symlink in
-# target/harness): tests and the demo use it, whatever kubectl the machine has.
-export PATH := $(CURDIR)/target/harness:$(PATH)
+# Where every built artefact is: scripts/paths.sh, for make and the scripts alike.
+PATHS := scripts/paths.sh
+export FERROLB_HARNESS := $(shell $(PATHS) harness)
+export FERROLB_HELM := $(shell $(PATHS) helm)
+# kubectl of the lab's Kubernetes version is built with the harness: tests and
+# the demo use it, whatever kubectl the machine has.
+export PATH := $(dir $(shell $(PATHS) kubectl)):$(PATH)
 
-.PHONY: all setup build harness helm lint fmt test unit e2e demo bench generate check-generated clean require-root
+.PHONY: all setup build bins harness helm lint fmt test unit e2e demo bench stress generate check-generated clean require-root
 
 all: build
 
@@ -19,11 +21,22 @@ setup:
 build: setup
 	$(CARGO) build --workspace --all-targets
 
+# The binaries the lab runs (ferrolb, the lab tool), in the profile the lab
+# is told to use (FERROLB_PROFILE).
+bins: setup
+	@if [ "$(FERROLB_PROFILE)" = release ]; then \
+	  echo "==> building ferrolb's binaries, release (first time: 8-15 min on 2 cores; later: seconds)"; \
+	  $(CARGO) build --release --workspace --bins; \
+	else \
+	  echo "==> building ferrolb's binaries (first time: 4-8 min on 2 cores; later: seconds)"; \
+	  $(CARGO) build --workspace --bins; \
+	fi
+
 harness: setup
-	integration/harness/build.sh
+	@integration/harness/build.sh
 
 helm: setup
-	integration/helmtool/build.sh
+	@integration/helmtool/build.sh
 
 lint: setup
 	$(CARGO) fmt --all -- --check
@@ -55,24 +68,26 @@ require-root:
 	  echo "       'make test' runs everything, e2e included: run it as root (sudo make test)." >&2; \
 	  exit 1; fi
 
-# The lab runs the ferrolb binaries from target/debug: build them first.
-e2e: require-root setup harness helm
-	$(CARGO) build --workspace --bins
-	FERROLB_HARNESS=$(abspath $(HARNESS)) FERROLB_HELM=$(abspath $(HELM)) $(CARGO) test -p ferrolb-integration -- --test-threads=1
+# The demo, the e2e tests and the lab share one debug build; the benches
+# measure release binaries.
+demo e2e stress: export FERROLB_PROFILE := debug
+bench: export FERROLB_PROFILE := release
+
+e2e: require-root harness helm bins
+	$(CARGO) test -p ferrolb-integration -- --test-threads=1
 
 test: require-root lint check-generated unit e2e
 
-demo: require-root setup harness
-	$(CARGO) build --release --workspace --bins
+demo: require-root harness bins
 	integration/demo.sh
 
-# The benches measure release binaries: the lab is pointed at them (left alone it
-# takes whichever of the debug and release builds is newer).
-RELEASE_DIR = $(abspath $(or $(CARGO_TARGET_DIR),target))/release
-bench: require-root setup harness
-	$(CARGO) build --release --workspace --bins
-	FERROLB_HARNESS=$(abspath $(HARNESS)) FERROLB_SPEAKER=$(RELEASE_DIR)/ferrolb-speaker \
-	  FERROLB_CONTROLLER=$(RELEASE_DIR)/ferrolb-controller $(CARGO) bench --workspace
+bench: require-root harness bins
+	$(CARGO) bench --workspace
+
+# The lab's daemon supervision under load, longer than make test runs it.
+stress: require-root harness bins
+	FERROLB_STRESS_BRINGUPS=$${FERROLB_STRESS_BRINGUPS:-20} FERROLB_STRESS_SPAWNS=$${FERROLB_STRESS_SPAWNS:-2000} \
+	  $(CARGO) test -p ferrolb-integration --test lab_stress -- --test-threads=1 --nocapture
 
 clean:
 	$(CARGO) clean

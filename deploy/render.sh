@@ -13,8 +13,8 @@
 #                              naming the stale files, when the committed
 #                              copies differ (CI)
 #
-# helm: $HELM, else target/tools/helm (built from its Go module by
-# integration/helmtool/build.sh when missing).
+# helm: where scripts/paths.sh says ($FERROLB_HELM, else target/tools/helm),
+# built from its Go module by integration/helmtool/build.sh when missing.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
@@ -33,7 +33,8 @@ case "${1:-}" in
   *) echo "usage: deploy/render.sh [--check]" >&2; exit 2 ;;
 esac
 
-helm="${HELM:-$repo/target/tools/helm}"
+. "$repo/scripts/paths.sh"
+helm="$(flb_helm)"
 if [ ! -x "$helm" ]; then
   "$repo/integration/helmtool/build.sh" >&2
 fi

@@ -10,12 +10,11 @@
 //! again once all are announced.
 //! Target: < 20 MB (decimal, 19.07 MiB) peak RSS in both cases.
 //!
-//! `FERROLB_BENCH_SERVICES` (default 1000), `FERROLB_BENCH_RUNS` (default 3). Uses
-//! `target/release/ferrolb-speaker` and `-controller` when built (`cargo build
-//! --release --bins`), else whatever the lab finds. Needs root and the Go harness.
+//! `FERROLB_BENCH_SERVICES` (default 1000), `FERROLB_BENCH_RUNS` (default 3). Runs the
+//! binaries the lab finds (`make bench` sets `FERROLB_PROFILE=release`). Needs root and
+//! the Go harness.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ferrolb_integration::lab::topology::CONTROL_PLANE;
@@ -107,14 +106,6 @@ fn service(i: usize, v4: usize) -> Service {
     .expect("service json")
 }
 
-fn release_bin(name: &str) -> Option<PathBuf> {
-    let p = ferrolb_integration::lab::LabPaths::from_env()
-        .target_dir()
-        .join("release")
-        .join(name);
-    p.is_file().then_some(p)
-}
-
 /// Addresses the controller has allocated from the bench pool.
 fn allocated_total(lab: &Lab) -> Option<f64> {
     let text = try_metrics_on(lab, CONTROL_PLANE, CONTROLLER_PORT)?;
@@ -203,8 +194,6 @@ async fn main() {
     let v4 = (n / 2).min(500);
     let (lab, client) = up(LabOptions {
         ip_family: IpFamily::DualStack,
-        speaker_bin: release_bin("ferrolb-speaker"),
-        controller_bin: release_bin("ferrolb-controller"),
         ..bare(3)
     })
     .await;

@@ -14,7 +14,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-H="$repo/target/harness/k8s-harness"
+. "$repo/scripts/paths.sh"
+H="$(flb_harness)"
 MODE="${MODE:-iptables}"
 P=flb-hs
 S="$(mktemp -d /tmp/flb-hs-smoke.XXXXXX)"

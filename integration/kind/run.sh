@@ -20,7 +20,7 @@
 #
 # Environment: KIND_CLUSTER (ferrolb), FERROLB_IMAGE_TAG (dev), HELM (helm in
 # PATH), FERROLB_E2E_SUITE (e2e_external; empty: skip the suite step with a
-# message), KUBECONFIG_OUT (target/kind/kubeconfig), FERROLB_E2E_ECHO_IMAGE
+# message), KUBECONFIG_OUT (kind/kubeconfig in cargo's target directory), FERROLB_E2E_ECHO_IMAGE
 # (the suite's echo image, default agnhost 2.53 in netexec mode: answers
 # /hostname with the pod name).
 set -euo pipefail
@@ -31,7 +31,8 @@ tag="${FERROLB_IMAGE_TAG:-dev}"
 helm="${HELM:-helm}"
 ns=metallb-system
 client=ferrolb-client
-kubeconfig="${KUBECONFIG_OUT:-$repo/target/kind/kubeconfig}"
+. "$repo/scripts/paths.sh"
+kubeconfig="${KUBECONFIG_OUT:-$(flb_target)/kind/kubeconfig}"
 suite="${FERROLB_E2E_SUITE-e2e_external}"
 
 log() { printf '\n== %s\n' "$*" >&2; }

@@ -71,12 +71,9 @@ fn ci_values(name: &str) -> String {
         .to_string()
 }
 
-/// helm: `FERROLB_HELM`, else `target/tools/helm`, built when missing.
+/// helm (see `LabPaths::helm`), built when missing.
 fn helm_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROLB_HELM") {
-        return p.into();
-    }
-    let bin = repo().join("target/tools/helm");
+    let bin = ferrolb_integration::lab::LabPaths::from_env().helm();
     if !bin.exists() {
         let status = Command::new(repo().join("integration/helmtool/build.sh"))
             .status()
@@ -457,7 +454,7 @@ fn chart_lints_and_renders_with_every_value_set() {
 fn plain_manifest_and_chart_crds_are_current() {
     let out = Command::new(repo().join("deploy/render.sh"))
         .arg("--check")
-        .env("HELM", helm_bin())
+        .env("FERROLB_HELM", helm_bin())
         .output()
         .expect("run deploy/render.sh --check");
     assert!(
@@ -529,21 +526,22 @@ impl Drop for Proc {
     }
 }
 
-/// A ferrolb binary: `FERROLB_CONTROLLER`/`FERROLB_SPEAKER`, else debug/ in
-/// cargo's target directory (`CARGO_TARGET_DIR` honoured, as the lab does),
-/// built when missing.
+/// A ferrolb binary: `FERROLB_CONTROLLER`/`FERROLB_SPEAKER`, else cargo's
+/// build of it (see `LabPaths::cargo_bin`), built when missing.
 fn ferrolb_bin(name: &str, env: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
         return p.into();
     }
-    let bin = ferrolb_integration::lab::LabPaths::from_env()
-        .target_dir()
-        .join("debug")
-        .join(name);
+    let paths = ferrolb_integration::lab::LabPaths::from_env();
+    let bin = paths.cargo_bin(name);
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut args = vec!["build", "--bin", name];
+        if paths.profile(name) == "release" {
+            args.push("--release");
+        }
         let status = Command::new(cargo)
-            .args(["build", "--bin", name])
+            .args(&args)
             .current_dir(repo())
             .status()
             .expect("run cargo build");

@@ -103,7 +103,9 @@ fn kind_workflow_names_real_steps() {
         String::from_utf8_lossy(&syntax.stderr)
     );
 
-    let actionlint = root.join("target/tools/actionlint");
+    let actionlint = ferrolb_integration::lab::LabPaths::from_env()
+        .tools()
+        .join("actionlint");
     if actionlint.exists() {
         let out = Command::new(&actionlint)
             .arg(root.join(".github/workflows/e2e-kind.yml"))

@@ -59,6 +59,25 @@ enum Command {
     Status,
     /// Remove the lab and everything named flb-*, even after a crash.
     Down,
+    /// Print where a built artefact is (the rules of scripts/paths.sh).
+    Paths {
+        /// target, harness, kubectl, tools, helm, profile or bin.
+        #[arg(value_enum)]
+        what: PathKind,
+        /// The binary, for `profile` and `bin`.
+        binary: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PathKind {
+    Target,
+    Harness,
+    Kubectl,
+    Tools,
+    Helm,
+    Profile,
+    Bin,
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,7 +197,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     // Commands that change the lab own it while they run; a test that owns
     // it makes them fail at once instead of wrecking the test.
     let _lock = match command {
-        Command::Env | Command::Exec { .. } | Command::Status => None,
+        Command::Env | Command::Exec { .. } | Command::Status | Command::Paths { .. } => None,
         _ => Some(lock::acquire(Duration::from_secs(2))?),
     };
     match command {
@@ -221,6 +240,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status => return status(paths).await,
         Command::Down => teardown::down(&paths)?,
+        Command::Paths { what, binary } => {
+            let binary = || binary.clone().context("name the binary");
+            let path = match what {
+                PathKind::Target => paths.target_dir(),
+                PathKind::Harness => paths.harness(),
+                PathKind::Kubectl => paths.kubectl(),
+                PathKind::Tools => paths.tools(),
+                PathKind::Helm => paths.helm(),
+                PathKind::Profile => paths.profile(&binary()?).into(),
+                PathKind::Bin => paths.cargo_bin(&binary()?),
+            };
+            println!("{}", path.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
