@@ -460,7 +460,15 @@ async fn speaker_announces_fails_over_and_hands_over() {
         "ARP requests unanswered during a graceful stop"
     );
     assert!(ok > 10, "too few requests ({ok}) to judge the handover");
-    assert_eq!(failed, 0, "requests failed during a graceful stop");
+    // A connection in flight when the runner-up's gratuitous ARP moves the
+    // client's neighbour entry continues to a node whose conntrack never saw it
+    // (kube-proxy may pick another pod there, which resets it): layer 2 cannot
+    // keep such a connection, so one failed request is allowed. A gap in the
+    // handover fails many (a request goes out about every 20 ms).
+    assert!(
+        failed <= 1,
+        "{failed} requests failed during a graceful stop"
+    );
     assert!(
         answered_by.len() >= 2 && arp_macs.len() >= 2,
         "the address never moved: requests {answered_by:?}, ARP from {arp_macs:?}"
