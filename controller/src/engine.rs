@@ -22,6 +22,7 @@ use ferrolb_config::model::Pool as ConfigPool;
 use ferrolb_config::{Config, Family};
 
 use crate::allocator::{self, AllocError, Allocator, Proto, Sharing};
+use waiting::{Considered, Waiting};
 
 pub use ferrolb_config::ServiceKey;
 
@@ -81,7 +82,7 @@ pub enum Decision {
 }
 
 /// Why an allocation failed, for events and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FailReason {
     BadAnnotation,
     BadRequest,
@@ -123,6 +124,15 @@ pub struct Engine {
     alloc: Allocator<ServiceKey>,
     lb_class: Option<String>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Services to restore from their status once a configuration is in force (a
+    /// restart with no valid configuration has no pools to restore into).
+    pending_restore: Vec<ServiceView>,
+    /// Those of them that changed while waiting for a configuration: they are
+    /// restored after the others, so a change cannot take an address from a Service
+    /// that kept its state.
+    changed_while_pending: BTreeSet<ServiceKey>,
+    /// Services that could not be served, to try again when capacity appears.
+    waiting: Waiting,
 }
 
 /// Config pools to allocator pools.
@@ -158,6 +168,9 @@ impl Engine {
             alloc: Allocator::new(vec![]).expect("an empty configuration is valid"),
             lb_class,
             namespaces: BTreeMap::new(),
+            pending_restore: Vec::new(),
+            changed_while_pending: BTreeSet::new(),
+            waiting: Waiting::default(),
         }
     }
 
@@ -171,16 +184,28 @@ impl Engine {
 
     /// Installs a validated configuration. Addresses still inside a pool stay; the
     /// others are released and returned per Service, to be cleared and reallocated.
+    /// The first configuration after a restart without one restores what Services
+    /// showed in their status then (see [`Engine::restore`]).
     pub fn set_config(&mut self, cfg: Config) -> BTreeMap<ServiceKey, Vec<IpAddr>> {
         let evicted = self
             .alloc
             .set_pools(allocator_pools(&cfg))
             .expect("Config::build already refused overlapping or duplicate pools");
         self.config = Some(Arc::new(cfg));
+        self.waiting.config_changed();
+        let pending = std::mem::take(&mut self.pending_restore);
+        let changed = std::mem::take(&mut self.changed_while_pending);
+        let (later, first): (Vec<ServiceView>, Vec<ServiceView>) =
+            pending.into_iter().partition(|s| changed.contains(&s.key));
+        self.restore(&first);
+        self.restore(&later);
         evicted
     }
 
     pub fn set_namespace_labels(&mut self, ns: &str, labels: BTreeMap<String, String>) {
+        if self.namespaces.get(ns) != Some(&labels) {
+            self.waiting.namespace_changed(ns);
+        }
         self.namespaces.insert(ns.to_string(), labels);
     }
 
@@ -196,7 +221,19 @@ impl Engine {
     /// Re-registers the addresses that Services already show, before any allocation.
     /// Oldest Services first, so that if two claim the same address the older keeps it.
     /// Returns the Services whose status could not be restored, with the reason.
+    /// Without a configuration there are no pools to restore into: the Services are
+    /// kept and restored when the first configuration is set, so that a restart while
+    /// the configuration is invalid moves nothing.
     pub fn restore(&mut self, svcs: &[ServiceView]) -> Vec<(ServiceKey, String)> {
+        if self.config.is_none() {
+            let keep: Vec<ServiceView> = svcs
+                .iter()
+                .filter(|s| s.is_load_balancer && self.is_ours(s) && !s.status_ips.is_empty())
+                .cloned()
+                .collect();
+            self.pending_restore.extend(keep);
+            return Vec::new();
+        }
         let mut order: Vec<&ServiceView> = svcs
             .iter()
             .filter(|s| s.is_load_balancer && self.is_ours(s) && !s.status_ips.is_empty())
@@ -204,9 +241,13 @@ impl Engine {
         order.sort_by(|a, b| a.created.cmp(&b.created).then(a.key.cmp(&b.key)));
         let mut failed = Vec::new();
         for s in order {
-            let sharing = self.sharing_of(s);
+            let readable = annotations::parse(&s.annotations).ok();
             for ip in &s.status_ips {
-                if let Err(e) = self.alloc.assign(None, *ip, s.key.clone(), sharing.clone()) {
+                let sharing = match &readable {
+                    Some(ann) => sharing(s, ann),
+                    None => self.sharing_as_held(*ip, s),
+                };
+                if let Err(e) = self.alloc.assign(None, *ip, s.key.clone(), sharing) {
                     failed.push((s.key.clone(), format!("cannot keep {ip}: {e}")));
                 }
             }
@@ -214,19 +255,140 @@ impl Engine {
         failed
     }
 
+    /// How a Service whose annotations cannot be read shares `ip` at restore: under
+    /// the key of its other holders (an annotation it broke changes nothing, and
+    /// before the restart it shared the address with them), or not at all when it
+    /// holds it alone. Its ports and traffic policy count as they are now.
+    fn sharing_as_held(&self, ip: IpAddr, s: &ServiceView) -> Sharing {
+        let key = self.alloc.holders(ip).find_map(|(_, sh)| sh.key.clone());
+        sharing_under(s, key.as_deref())
+    }
+
     /// Releases everything a deleted Service held.
     pub fn remove(&mut self, key: &ServiceKey) -> Vec<IpAddr> {
-        self.alloc.release(key)
+        self.pending_restore.retain(|s| s.key != *key);
+        self.changed_while_pending.remove(key);
+        self.waiting.done(key);
+        let released = self.alloc.release(key);
+        for ip in &released {
+            if let Some(pool) = self.alloc.pool_of(*ip) {
+                self.waiting.pool_freed(pool);
+            }
+        }
+        released
     }
 
-    fn sharing_of(&self, s: &ServiceView) -> Sharing {
-        let ann = annotations::parse(&s.annotations).unwrap_or_default();
-        sharing(s, &ann)
+    /// The waiting Services (their last decision was a failure) that a change since
+    /// then may serve, oldest first: sync each again. Empty when nothing changed.
+    pub fn take_retries(&self) -> Vec<ServiceKey> {
+        self.waiting.take_due()
     }
 
-    /// Decides the addresses of one Service and updates the allocator accordingly.
+    /// Whether `key`'s last decision was a failure.
+    pub fn is_waiting(&self, key: &ServiceKey) -> bool {
+        self.waiting.contains(key)
+    }
+
+    /// How many Services wait, by the reason of their last failure.
+    pub fn waiting_by_reason(&self) -> BTreeMap<FailReason, usize> {
+        self.waiting.count_by_reason()
+    }
+
+    /// The addresses `key` holds, each with how it shares them.
+    fn holdings(&self, key: &ServiceKey) -> Vec<(IpAddr, Sharing)> {
+        self.alloc
+            .addresses_of(key)
+            .into_iter()
+            .map(|ip| {
+                let sharing = self
+                    .alloc
+                    .holders(ip)
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                (ip, sharing)
+            })
+            .collect()
+    }
+
+    /// Whether `svc`, served with `ips` from `pool`, lacks a family the pool has and
+    /// it prefers (PreferDualStack without requested addresses).
+    fn lacks_a_family(&self, svc: &ServiceView, ips: &[IpAddr], pool: &str) -> bool {
+        if svc.family_policy != FamilyPolicy::PreferDualStack {
+            return false;
+        }
+        let requested = request(svc).is_ok_and(|r| !r.ips.is_empty());
+        let cfg_pool = self.config.as_deref().and_then(|c| c.pools.get(pool));
+        let have: BTreeSet<Family> = ips.iter().map(Family::of).collect();
+        !requested
+            && wanted_families(svc, cfg_pool)
+                .iter()
+                .any(|f| !have.contains(f))
+    }
+
+    /// Which changes may serve `svc` after a failure.
+    fn considered(&self, svc: &ServiceView) -> Considered {
+        let (Some(cfg), Ok(req)) = (self.config.as_deref(), request(svc)) else {
+            return Considered::ConfigOnly;
+        };
+        let pools: BTreeSet<String> = if !req.ips.is_empty() {
+            req.ips
+                .iter()
+                .filter_map(|ip| self.alloc.pool_of(*ip).map(str::to_owned))
+                .collect()
+        } else if let Some(p) = &req.pool {
+            [p.clone()].into()
+        } else {
+            self.candidate_pools(svc, cfg)
+                .into_iter()
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        Considered::Pools(pools)
+    }
+
+    /// Decides the addresses of one Service and updates the allocator accordingly. A
+    /// failure puts the Service on the waiting list; addresses it releases (or shares
+    /// differently) make the Services waiting on their pool due for a retry (see
+    /// [`Engine::take_retries`]).
     pub fn sync(&mut self, svc: &ServiceView) -> Decision {
+        let before = self.holdings(&svc.key);
+        let decision = self.decide(svc);
+        let after = self.holdings(&svc.key);
+        for (ip, sharing) in &before {
+            let kept_same = after.iter().any(|(i, s)| i == ip && s == sharing);
+            if !kept_same && let Some(pool) = self.alloc.pool_of(*ip) {
+                self.waiting.pool_freed(pool);
+            }
+        }
+        match &decision {
+            Decision::Fail { reason, .. } => {
+                let considered = self.considered(svc);
+                self.waiting.wait(
+                    svc.key.clone(),
+                    svc.created.clone(),
+                    considered,
+                    Some(*reason),
+                );
+            }
+            Decision::Assign { ips, pool, .. } if self.lacks_a_family(svc, ips, pool) => {
+                self.waiting.wait(
+                    svc.key.clone(),
+                    svc.created.clone(),
+                    Considered::Pools([pool.clone()].into()),
+                    None,
+                );
+            }
+            _ => self.waiting.done(&svc.key),
+        }
+        decision
+    }
+
+    fn decide(&mut self, svc: &ServiceView) -> Decision {
         if !self.is_ours(svc) {
+            // Moved to another class: its addresses are no longer ours to hold (its
+            // status belongs to the other controller).
+            self.alloc.release(&svc.key);
             return Decision::Ignore;
         }
         let current = self.alloc.addresses_of(&svc.key);
@@ -235,6 +397,16 @@ impl Engine {
             return Decision::Clear { released: current };
         }
         let Some(cfg) = self.config.clone() else {
+            // Restored as it is when a configuration comes: the latest view counts.
+            if let Some(pos) = self.pending_restore.iter().position(|p| p.key == svc.key) {
+                if self.pending_restore[pos] != *svc {
+                    self.changed_while_pending.insert(svc.key.clone());
+                }
+                self.pending_restore.remove(pos);
+            }
+            if !svc.status_ips.is_empty() {
+                self.pending_restore.push(svc.clone());
+            }
             return Decision::Fail {
                 reason: FailReason::NoConfig,
                 message: "no valid configuration loaded yet".into(),
@@ -252,6 +424,49 @@ impl Engine {
             kept: current.clone(),
             pool: current_pool.clone(),
         };
+        // What the Service holds may be shared with others only while its sharing
+        // key, ports and traffic policy agree with theirs. A change of its own can end
+        // that: it then gives the addresses up, and the other holders keep them.
+        // Annotations that cannot be read change nothing.
+        let sharing = match annotations::parse(&svc.annotations) {
+            Ok(ann) => sharing(svc, &ann),
+            // Annotations that cannot be read change nothing: the sharing key stays
+            // what it was (ports and traffic policy are read as they are now).
+            Err(_) => {
+                let key = current.first().and_then(|ip| {
+                    self.alloc
+                        .holders(*ip)
+                        .find(|(k, _)| **k == svc.key)
+                        .and_then(|(_, s)| s.key.clone())
+                });
+                sharing_under(svc, key.as_deref())
+            }
+        };
+        let shareable = current
+            .iter()
+            .all(|ip| self.alloc.can_hold(*ip, &svc.key, &sharing));
+        if shareable {
+            // Whatever else fails below, what it keeps is shared as it is now.
+            for ip in &current {
+                let _ = self
+                    .alloc
+                    .assign(None, *ip, svc.key.clone(), sharing.clone());
+            }
+        } else {
+            self.alloc.release(&svc.key);
+        }
+        let fail = |reason, message: String| {
+            if shareable {
+                fail(reason, message)
+            } else {
+                Decision::Fail {
+                    reason,
+                    message,
+                    kept: Vec::new(),
+                    pool: None,
+                }
+            }
+        };
         let req = match request(svc) {
             Ok(r) => r,
             Err((reason, msg)) => return fail(reason, msg),
@@ -267,13 +482,18 @@ impl Engine {
 
         // Keep what the Service has when it still fits the request.
         if let Some(pool) = current_pool.as_deref()
+            && shareable
             && self.still_fits(svc, &req, &current, pool, &cfg)
         {
             let mut ips = current.clone();
             let want = wanted_families(svc, cfg.pools.get(pool));
             let have: BTreeSet<Family> = ips.iter().map(Family::of).collect();
-            // PreferDualStack gains a family that became available.
-            for fam in want.iter().filter(|f| !have.contains(f)) {
+            // PreferDualStack gains a family that became available (a Service that
+            // requested its addresses gets exactly those).
+            let gain = want
+                .iter()
+                .filter(|f| !have.contains(f) && req.ips.is_empty());
+            for fam in gain {
                 if let Ok(ip) = self.alloc.allocate_next(
                     pool,
                     alloc_family(*fam),
@@ -303,18 +523,6 @@ impl Engine {
         }
 
         // Otherwise allocate afresh; on failure, put the old addresses back.
-        let old: Vec<(IpAddr, Sharing)> = current
-            .iter()
-            .map(|ip| {
-                let sh = self
-                    .alloc
-                    .holders(*ip)
-                    .find(|(k, _)| **k == svc.key)
-                    .map(|(_, s)| s.clone())
-                    .unwrap_or_default();
-                (*ip, sh)
-            })
-            .collect();
         self.alloc.release(&svc.key);
         match self.allocate(svc, &req, &cfg) {
             Ok((mut ips, pool)) => {
@@ -328,10 +536,14 @@ impl Engine {
                 }
             }
             Err((reason, message)) => {
-                for (ip, sh) in old {
-                    // These were just released by this Service, so they are free or
-                    // shared with holders that accepted it before.
-                    let _ = self.alloc.assign(None, ip, svc.key.clone(), sh);
+                if shareable {
+                    for ip in &current {
+                        // These were just released by this Service, and their other
+                        // holders accept its sharing as it is now.
+                        let _ = self
+                            .alloc
+                            .assign(None, *ip, svc.key.clone(), req.sharing.clone());
+                    }
                 }
                 fail(reason, message)
             }
@@ -424,6 +636,8 @@ impl Engine {
                 "no pool with autoAssign enabled serves this Service".into(),
             ));
         }
+        let considered: Vec<&str> = candidates.iter().map(|p| p.name.as_str()).collect();
+        let considered = format!("pools considered: {}", considered.join(", "));
         let mut last_err = None;
         for pool in candidates {
             let want = wanted_families(svc, Some(pool));
@@ -471,7 +685,8 @@ impl Engine {
                 }
             }
         }
-        Err(last_err.expect("at least one candidate pool was tried"))
+        let (reason, message) = last_err.expect("at least one candidate pool was tried");
+        Err((reason, format!("{message} ({considered})")))
     }
 
     /// Pools that may serve the Service without being named, in MetalLB's order:
@@ -547,7 +762,12 @@ fn sort_ips(ips: &mut [IpAddr], svc: &ServiceView) {
 }
 
 fn sharing(svc: &ServiceView, ann: &ServiceAnnotations) -> Sharing {
-    match &ann.allow_shared_ip {
+    sharing_under(svc, ann.allow_shared_ip.as_deref())
+}
+
+/// How `svc` shares its addresses under sharing key `key` (none: it does not).
+fn sharing_under(svc: &ServiceView, key: Option<&str>) -> Sharing {
+    match key {
         None => Sharing::exclusive(),
         Some(key) => {
             // Services sharing an address reach the same nodes, so their traffic
@@ -562,7 +782,7 @@ fn sharing(svc: &ServiceView, ann: &ServiceAnnotations) -> Sharing {
             } else {
                 "Cluster".to_string()
             };
-            Sharing::shared(key.clone(), svc.ports.iter().copied(), compat)
+            Sharing::shared(key, svc.ports.iter().copied(), compat)
         }
     }
 }
@@ -648,3 +868,4 @@ fn request(svc: &ServiceView) -> Result<Request, (FailReason, String)> {
 
 #[cfg(test)]
 mod tests;
+mod waiting;

@@ -346,6 +346,12 @@ impl<K: Ord + Clone + Display> Allocator<K> {
         Ok(())
     }
 
+    /// Whether `key` may hold `ip` with `sharing` beside its other holders
+    /// (true for an address nobody else holds, inside a pool or not).
+    pub fn can_hold(&self, ip: IpAddr, key: &K, sharing: &Sharing) -> bool {
+        self.check_share(Addr::from(ip), key, sharing).is_ok()
+    }
+
     /// Releases every address `key` holds; returns them in ascending order.
     pub fn release(&mut self, key: &K) -> Vec<IpAddr> {
         let addrs = self.by_key.remove(key).unwrap_or_default();

@@ -384,3 +384,138 @@ fn bad_update_keeps_current_addresses() {
     let good = with_ann(a.clone(), annotations::LOAD_BALANCER_IPS, "198.51.100.3");
     assert_eq!(ips(&e.sync(&good)), ["198.51.100.3"]);
 }
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn shared(mut s: ServiceView, port: u16) -> ServiceView {
+    s.annotations
+        .insert(annotations::ALLOW_SHARED_IP.into(), "k".into());
+    s.ports = [(Proto::Tcp, port)].into();
+    s
+}
+
+/// Applies a decision to the view's status, as the controller writes it.
+fn write_back(s: &mut ServiceView, d: &Decision) {
+    match d {
+        Decision::Assign { ips, .. } => s.status_ips = ips.clone(),
+        Decision::Clear { .. } => s.status_ips.clear(),
+        Decision::Fail { kept, .. } => s.status_ips = kept.clone(),
+        Decision::Ignore => {}
+    }
+}
+
+#[test]
+fn a_deleted_service_frees_its_address_for_the_oldest_waiting_one() {
+    let mut e = engine(&pool("p", "[198.51.100.10/32]", ""));
+    let a = svc("default", "a");
+    assert_eq!(ips(&e.sync(&a)), ["198.51.100.10"]);
+    let (b, c) = (svc("default", "b"), svc("default", "c"));
+    assert_eq!(fail(e.sync(&c)).0, FailReason::Exhausted);
+    assert_eq!(fail(e.sync(&b)).0, FailReason::Exhausted);
+    assert!(e.take_retries().is_empty(), "nothing changed yet");
+    assert_eq!(e.waiting_by_reason()[&FailReason::Exhausted], 2);
+    e.remove(&a.key);
+    // b was created before c ("...:b" < "...:c").
+    assert_eq!(e.take_retries(), [b.key.clone(), c.key.clone()]);
+    assert_eq!(ips(&e.sync(&b)), ["198.51.100.10"]);
+    assert_eq!(fail(e.sync(&c)).0, FailReason::Exhausted);
+    assert!(e.take_retries().is_empty());
+    assert!(e.is_waiting(&c.key) && !e.is_waiting(&b.key));
+}
+
+#[test]
+fn a_service_moved_to_another_class_releases_its_address() {
+    let mut e = engine(&pool("p", "[198.51.100.10/32]", ""));
+    let mut a = svc("default", "a");
+    assert_eq!(ips(&e.sync(&a)), ["198.51.100.10"]);
+    let b = svc("default", "b");
+    assert_eq!(fail(e.sync(&b)).0, FailReason::Exhausted);
+    a.load_balancer_class = Some("other".into());
+    assert_eq!(e.sync(&a), Decision::Ignore);
+    assert_eq!(e.take_retries(), std::slice::from_ref(&b.key));
+    assert_eq!(ips(&e.sync(&b)), ["198.51.100.10"]);
+}
+
+#[test]
+fn a_service_that_stops_sharing_gives_the_shared_address_up() {
+    let mut e = engine(&pool("p", "[198.51.100.10-198.51.100.11]", ""));
+    let a = shared(svc("default", "a"), 80);
+    let mut b = shared(svc("default", "b"), 81);
+    assert_eq!(ips(&e.sync(&a)), ["198.51.100.10"]);
+    let d = e.sync(&b);
+    assert_eq!(ips(&d), ["198.51.100.10"]);
+    write_back(&mut b, &d);
+    // b drops the sharing key and takes a's port: it may not keep a's address.
+    b.annotations.clear();
+    b.ports = [(Proto::Tcp, 80)].into();
+    assert_eq!(ips(&e.sync(&b)), ["198.51.100.11"]);
+    // With no other address free it waits, holding nothing.
+    let mut e = engine(&pool("p", "[198.51.100.10/32]", ""));
+    let mut b = shared(svc("default", "b"), 81);
+    e.sync(&a);
+    let d = e.sync(&b);
+    write_back(&mut b, &d);
+    b.annotations.clear();
+    b.ports = [(Proto::Tcp, 80)].into();
+    let (reason, _, kept) = fail(e.sync(&b));
+    assert_eq!(reason, FailReason::Exhausted);
+    assert!(kept.is_empty());
+}
+
+#[test]
+fn an_address_kept_after_a_failed_change_is_shared_as_the_service_is_now() {
+    let mut e = engine(&pool("p", "[198.51.100.10-198.51.100.11]", ""));
+    let mut a = shared(svc("default", "a"), 81);
+    let d = e.sync(&a);
+    write_back(&mut a, &d);
+    // a stops sharing and asks for something it cannot have: it keeps its address...
+    a.annotations.clear();
+    a.ip_families = vec![Family::V6];
+    a.ports = [(Proto::Tcp, 80)].into();
+    let (_, _, kept) = fail(e.sync(&a));
+    assert_eq!(kept, [ip("198.51.100.10")]);
+    // ...as an address it does not share any more.
+    let b = shared(svc("default", "b"), 82);
+    assert_eq!(ips(&e.sync(&b)), ["198.51.100.11"]);
+}
+
+#[test]
+fn requested_addresses_are_exactly_what_a_service_gets_also_after_a_restart() {
+    let yaml = pool("p", "[203.0.113.4/31, \"2001:db8::10/127\"]", "");
+    let mut e = engine(&yaml);
+    let mut a = with_ann(
+        svc("default", "a"),
+        annotations::LOAD_BALANCER_IPS,
+        "203.0.113.4",
+    );
+    a.ip_families = vec![Family::V4, Family::V6];
+    a.family_policy = FamilyPolicy::PreferDualStack;
+    let d = e.sync(&a);
+    assert_eq!(ips(&d), ["203.0.113.4"]);
+    write_back(&mut a, &d);
+    let mut restarted = engine(&yaml);
+    assert!(restarted.restore(std::slice::from_ref(&a)).is_empty());
+    assert_eq!(ips(&restarted.sync(&a)), ["203.0.113.4"]);
+}
+
+#[test]
+fn a_restart_without_a_valid_configuration_keeps_addresses_for_the_first_one() {
+    let yaml = pool("p", "[198.51.100.10-198.51.100.11]", "");
+    let mut e = engine(&yaml);
+    let mut a = svc("default", "a");
+    let mut b = svc("default", "b");
+    for s in [&mut b, &mut a] {
+        let d = e.sync(s);
+        write_back(s, &d);
+    }
+    assert_eq!(b.status_ips, [ip("198.51.100.10")]);
+    // Restarted while the configuration is invalid: nothing to restore into yet.
+    let mut e = Engine::new(None);
+    assert!(e.restore(&[a.clone(), b.clone()]).is_empty());
+    assert_eq!(fail(e.sync(&a)).0, FailReason::NoConfig);
+    e.set_config(cfg(&yaml));
+    assert_eq!(ips(&e.sync(&a)), ["198.51.100.11"]);
+    assert_eq!(ips(&e.sync(&b)), ["198.51.100.10"]);
+}
