@@ -28,7 +28,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, LoadBalancerIngress, Namespace, Node, Pod, Service};
@@ -39,6 +39,8 @@ use kube::api::{
 use serde_json::{Value, json};
 
 pub use host::{ClientHost, CommandHost};
+
+use crate::lab::eventually;
 
 /// Field manager of every object the scenarios apply.
 pub const FIELD_MANAGER: &str = "ferrolb-e2e";
@@ -247,25 +249,6 @@ impl fmt::Debug for Cluster {
     }
 }
 
-/// Polls `check` every 500 ms until it returns `Ok`, for at most `limit`;
-/// the error quotes the last reason `check` gave.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return Ok(v),
-            Err(why) if start.elapsed() >= limit => {
-                bail!("timed out after {limit:?} waiting for {what} (last: {why})")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-}
-
 /// The `metallb.io` resource of `kind`.
 pub fn metallb(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("metallb.io", "v1beta1", kind))
@@ -422,7 +405,7 @@ impl Scope {
             Err(e) => return Err(e).with_context(|| format!("deleting namespace {}", self.ns)),
         }
         let ns = self.ns.clone();
-        eventually(
+        Ok(eventually(
             &format!("namespace {ns} gone"),
             self.settings().wait * 2,
             || async {
@@ -436,7 +419,7 @@ impl Scope {
                 }
             },
         )
-        .await
+        .await?)
     }
 
     /// Removes the namespace (and so every workload and Service in it)
@@ -604,7 +587,7 @@ impl Scope {
         .await?;
         let pods: Api<Pod> = Api::namespaced(self.kube(), &self.ns);
         let lp = ListParams::default().labels(&format!("app={name}"));
-        eventually(
+        Ok(eventually(
             &format!("{replicas} {name} pods ready"),
             self.settings().wait * 2,
             || async {
@@ -630,7 +613,7 @@ impl Scope {
                 }
             },
         )
-        .await
+        .await?)
     }
 
     /// A LoadBalancer Service `name` selecting the pods of `app`, with
@@ -671,7 +654,7 @@ impl Scope {
             Err(e) if !is_not_found(&e) => return Err(e).context(format!("deleting {name}")),
             _ => {}
         }
-        eventually(
+        Ok(eventually(
             &format!("Service {name} gone"),
             self.settings().wait,
             || async {
@@ -682,7 +665,7 @@ impl Scope {
                 }
             },
         )
-        .await
+        .await?)
     }
 
     /// Service `name` as it is now.
@@ -697,7 +680,7 @@ impl Scope {
     /// the Service.
     pub async fn wait_ingress(&self, name: &str) -> Result<Service> {
         let api: Api<Service> = Api::namespaced(self.kube(), &self.ns);
-        eventually(
+        Ok(eventually(
             &format!("an address for Service {}/{name}", self.ns),
             self.settings().wait,
             || async {
@@ -709,7 +692,7 @@ impl Scope {
                 }
             },
         )
-        .await
+        .await?)
     }
 
     /// Waits until Service `name` has an address and the annotation
@@ -718,7 +701,7 @@ impl Scope {
     /// the Service.
     pub async fn wait_allocated_from(&self, name: &str, pool: &str) -> Result<Service> {
         let api: Api<Service> = Api::namespaced(self.kube(), &self.ns);
-        eventually(
+        Ok(eventually(
             &format!("an address from pool {pool} for Service {}/{name}", self.ns),
             self.settings().wait,
             || async {
@@ -738,7 +721,7 @@ impl Scope {
                 }
             },
         )
-        .await
+        .await?)
     }
 
     /// Waits for an event about object `name` (in namespace `ns`) with
@@ -751,7 +734,7 @@ impl Scope {
         text: &str,
     ) -> Result<String> {
         let events: Api<Event> = Api::namespaced(self.kube(), ns);
-        eventually(
+        Ok(eventually(
             &format!("event {reason} about {ns}/{name} mentioning {text:?}"),
             self.settings().wait,
             || async {
@@ -773,7 +756,7 @@ impl Scope {
                     .ok_or_else(|| format!("{reason} events seen: {notes:?}"))
             },
         )
-        .await
+        .await?)
     }
 
     /// The nodes named by the ServiceL2Status objects of Service `svc`.
@@ -856,7 +839,7 @@ impl Scope {
         pods: &BTreeSet<String>,
     ) -> Result<String> {
         let node_ips = self.node_addresses(ip).await?;
-        eventually(
+        Ok(eventually(
             &format!("{ip} announced by the node its ServiceL2Status names"),
             self.settings().wait,
             || async {
@@ -897,7 +880,7 @@ impl Scope {
                 Ok(node)
             },
         )
-        .await
+        .await?)
     }
 
     /// Sends requests to `ip`:`port` until at least `want` different pods

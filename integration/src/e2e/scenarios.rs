@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use anyhow::{Result, bail, ensure};
 
 use super::{Cluster, Scope, in_scope, ingress_ips};
+use crate::lab::eventually;
 
 /// What running a scenario came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +213,7 @@ pub async fn release(cluster: &Cluster) -> Result<Outcome> {
             ingress_ips(&svc)
         );
         s.wait_announced(only, 80, &["one"], &pods).await?;
-        super::eventually(
+        eventually(
             "pool status 1 assigned, 0 available",
             s.cluster.settings.wait,
             || async {
@@ -251,7 +252,7 @@ pub async fn release(cluster: &Cluster) -> Result<Outcome> {
         ));
 
         s.delete_service("two").await?;
-        super::eventually(
+        eventually(
             "pool status 0 assigned, 1 available",
             s.cluster.settings.wait,
             || async {
