@@ -40,16 +40,6 @@ fn kubeconfig_from_lab_env() -> String {
     line.trim_matches('\'').to_owned()
 }
 
-fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .expect("kubectl not found in PATH: the e2e tests use it to check `lab env`");
-    assert!(out.status.success(), "kubectl {args:?} failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Waits until `want` echo pods are running and ready; their names.
 async fn ready_pods(client: &kube::Client, want: usize) -> BTreeSet<String> {
     eventually(
@@ -97,7 +87,7 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     .await;
 
     // The API server answers from the root namespace, for kube-rs and for
-    // kubectl configured by `lab env`.
+    // kubectl with the kubeconfig `lab env` names (the lab's).
     let version = client.apiserver_version().await.expect("server version");
     assert!(
         version.git_version.starts_with("v1."),
@@ -106,7 +96,7 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     let kubeconfig = kubeconfig_from_lab_env();
     assert_eq!(kubeconfig, lab.kubeconfig_path().to_string_lossy());
     let kv: serde_json::Value =
-        serde_json::from_str(&kubectl(&kubeconfig, &["version", "-o", "json"])).unwrap();
+        serde_json::from_str(&kit::kubectl(&lab, &["version", "-o", "json"])).unwrap();
     assert_eq!(
         kv["serverVersion"]["gitVersion"].as_str(),
         Some(version.git_version.as_str()),

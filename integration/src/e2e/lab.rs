@@ -8,8 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use super::host::{ClientHost, generic_neighbour_mac, run_bounded};
+use super::host::{ClientHost, generic_neighbour_mac};
 use super::{AddressRange, Cluster, CommandHost, Settings, env};
 use crate::lab::{Lab, LabOptions, topology};
 
@@ -169,28 +168,6 @@ impl LabProvider {
             Err(_) => bail!("the lab is still in use; it is torn down when released"),
         }
     }
-}
-
-fn kubectl_program(lab: &Lab) -> PathBuf {
-    Some(lab.paths().kubectl())
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("kubectl"))
-}
-
-/// Runs kubectl (the harness's, else the one on `PATH`) with the lab's
-/// kubeconfig, bounded to 120 s; its standard output, or an error quoting
-/// its standard error when it fails.
-pub fn kubectl(lab: &Lab, args: &[&str]) -> Result<String> {
-    let mut cmd = Command::new(kubectl_program(lab));
-    cmd.args(args).env("KUBECONFIG", lab.kubeconfig_path());
-    let out = run_bounded(&mut cmd, Duration::from_secs(120))?;
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Creates Secret `name` in ferrolb's namespace with `data`, or replaces

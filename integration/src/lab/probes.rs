@@ -1,6 +1,7 @@
-//! Looking into the lab from its hosts: running a command in a host's
-//! namespace, HTTP requests with curl, reachability, neighbour (ARP/NDP)
-//! entries, interface MACs and who announces an address as a host sees it.
+//! Looking into the lab: kubectl from the root namespace, and from its
+//! hosts: running a command in a host's namespace, HTTP requests with curl,
+//! reachability, neighbour (ARP/NDP) entries, interface MACs and who
+//! announces an address as a host sees it.
 
 use std::ffi::OsStr;
 use std::net::IpAddr;
@@ -32,6 +33,20 @@ pub fn curl_argv(url: &str, timeout: Duration) -> Vec<String> {
 }
 
 impl Lab {
+    /// Runs kubectl (the harness's, else the one on `PATH`) with the lab's
+    /// root-namespace kubeconfig, bounded to 120 s; its standard output, or
+    /// an error quoting its standard error when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let program = Some(self.paths.kubectl())
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| "kubectl".into());
+        Cmd::new(program)
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig_path())
+            .limit(Duration::from_secs(120))
+            .stdout()
+    }
+
     /// Runs `argv` in host `host`'s namespace, with `KUBECONFIG` pointing at
     /// the in-lab kubeconfig; returns the output whatever the exit status.
     /// Bounded to 120 s.

@@ -33,10 +33,10 @@ pub async fn up(options: LabOptions) -> (Lab, Client) {
     (lab, client)
 }
 
-/// Runs kubectl against the lab (see [`crate::e2e::lab::kubectl`]); its
-/// output. Panics when it fails.
+/// Runs kubectl against the lab ([`Lab::kubectl`]); its output. Panics
+/// when it fails.
 pub fn kubectl(lab: &Lab, args: &[&str]) -> String {
-    crate::e2e::lab::kubectl(lab, args).unwrap_or_else(|e| panic!("{e:#}"))
+    lab.kubectl(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// ferrolb's namespace and the `metallb.io` CRDs (Established), as the
