@@ -95,15 +95,7 @@ pub fn generic_neighbour_mac<H: ClientHost + ?Sized>(
     Ok(parse_neighbour(&String::from_utf8_lossy(&out.stdout)))
 }
 
-pub use crate::lab::curl_argv;
-
-/// `ip` as it is written in a URL's host part.
-pub fn url_host(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    }
-}
+pub use crate::lab::{curl_argv, url_host};
 
 /// The first `lladdr` of `ip neigh show` output (lower case); entries
 /// without one (INCOMPLETE, FAILED) give `None`.
@@ -223,12 +215,6 @@ mod tests {
             .as_deref(),
             Some("aa:bb:cc:dd:ee:ff")
         );
-    }
-
-    #[test]
-    fn urls_bracket_ipv6() {
-        assert_eq!(url_host("198.51.100.1".parse().unwrap()), "198.51.100.1");
-        assert_eq!(url_host("2001:db8::1".parse().unwrap()), "[2001:db8::1]");
     }
 
     #[test]

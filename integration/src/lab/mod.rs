@@ -44,7 +44,7 @@ use std::time::Duration;
 pub use error::{LabError, Result, TeardownErrors};
 pub use options::{LabOptions, ProxyMode};
 pub use paths::{LabPaths, repo_root};
-pub use probes::curl_argv;
+pub use probes::{curl_argv, url_host};
 pub use status::Status;
 pub use topology::{Host, IpFamily, Role, Topology};
 pub use wait::eventually;

@@ -32,6 +32,14 @@ pub fn curl_argv(url: &str, timeout: Duration) -> Vec<String> {
     .collect()
 }
 
+/// `ip` as it is written in a URL's host part.
+pub fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
 impl Lab {
     /// Runs kubectl (the harness's, else the one on `PATH`) with the lab's
     /// root-namespace kubeconfig, bounded to 120 s; its standard output, or
@@ -81,10 +89,7 @@ impl Lab {
     /// time out. Works without `ping` and without any server.
     pub fn reachable(&self, from: &str, ip: IpAddr) -> Result<bool> {
         let h = self.topology.host(from)?;
-        let url = match ip {
-            IpAddr::V4(a) => format!("http://{a}:9/"),
-            IpAddr::V6(a) => format!("http://[{a}]:9/"),
-        };
+        let url = format!("http://{}:9/", url_host(ip));
         let c = Cmd::in_netns(&h.netns(), &curl_argv(&url, Duration::from_secs(2)))
             .limit(Duration::from_secs(8));
         let out = c.output()?;
@@ -112,11 +117,26 @@ impl Lab {
     /// The node whose `eth0` MAC host `from` has cached for `ip`: who
     /// answered ARP/NDP for a LoadBalancer address, as the client sees it.
     pub fn announcer(&self, from: &str, ip: IpAddr) -> Result<Option<String>> {
-        let Some(mac) = self.neighbour_mac(from, ip)? else {
-            return Ok(None);
-        };
+        match self.neighbour_mac(from, ip)? {
+            Some(mac) => self.node_with_mac(&mac),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Lab::announcer`] after asking afresh: host `from` forgets its entry
+    /// for `ip`, then sends a request to it (whatever its answer) so that
+    /// it resolves the address again.
+    pub fn resolve_announcer(&self, from: &str, ip: IpAddr) -> Result<Option<String>> {
+        self.flush_neighbour(from, ip)?;
+        let url = format!("http://{}/", url_host(ip));
+        let _ = self.curl(from, &url, Duration::from_millis(1500));
+        self.announcer(from, ip)
+    }
+
+    /// The node whose `eth0` has MAC address `mac` (any case), if any.
+    pub fn node_with_mac(&self, mac: &str) -> Result<Option<String>> {
         for node in self.topology.nodes() {
-            if self.interface_mac(&node.name)?.eq_ignore_ascii_case(&mac) {
+            if self.interface_mac(&node.name)?.eq_ignore_ascii_case(mac) {
                 return Ok(Some(node.name.clone()));
             }
         }
@@ -164,6 +184,12 @@ fn parse_lladdr(neigh: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_bracket_ipv6() {
+        assert_eq!(url_host("198.51.100.1".parse().unwrap()), "198.51.100.1");
+        assert_eq!(url_host("2001:db8::1".parse().unwrap()), "[2001:db8::1]");
+    }
 
     #[test]
     fn lladdr_is_parsed() {

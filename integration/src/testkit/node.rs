@@ -9,7 +9,6 @@ use std::time::Duration;
 use kube::Client;
 
 use super::{CLIENT, CONTROLLER_PORT, SPEAKER_PORT};
-use crate::e2e::host::url_host;
 use crate::lab::{Lab, LabOptions, components, ferrolb, process, topology};
 
 /// A lab without ferrolb running (the tests start it once the CRDs are
@@ -232,16 +231,12 @@ pub fn respawn_speaker(lab: &Lab, node: &str, args: &[String]) {
 }
 
 /// The node whose MAC the lab's client has cached for `ip`; when `fresh`,
-/// after asking afresh: its entry flushed, then a request (whatever its
-/// answer) so that it resolves the address again.
+/// after asking afresh ([`Lab::resolve_announcer`]).
 pub fn announcer(lab: &Lab, ip: IpAddr, fresh: bool) -> Option<String> {
-    if fresh {
-        lab.flush_neighbour(CLIENT, ip).expect("flush");
-        let _ = lab.curl(
-            CLIENT,
-            &format!("http://{}/", url_host(ip)),
-            Duration::from_millis(1500),
-        );
-    }
-    lab.announcer(CLIENT, ip).expect("announcer")
+    let who = if fresh {
+        lab.resolve_announcer(CLIENT, ip)
+    } else {
+        lab.announcer(CLIENT, ip)
+    };
+    who.unwrap_or_else(|e| panic!("who announces {ip}: {e}"))
 }
