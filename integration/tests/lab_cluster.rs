@@ -230,11 +230,9 @@ fn fake_ferrolb(lab_paths: &LabPaths, dir: &Path, name: &str, port: u16) -> Path
 }
 
 fn daemon_pid(lab: &Lab, name: &str) -> i32 {
-    let pf = process::read_pid_file(lab.paths(), name)
+    lab.daemon_pid(name)
         .unwrap()
-        .unwrap_or_else(|| panic!("no pid file for {name}"));
-    assert!(pf.is_running(), "{name} is not running");
-    pf.pid
+        .unwrap_or_else(|| panic!("{name} is not running"))
 }
 
 /// Whether `pid` is (or within 10 s gets) in `netns`. A daemon's pid is that

@@ -103,6 +103,12 @@ impl Lab {
 
     /// Restarts ferrolb's speaker on `node`.
     pub fn restart_speaker(&self, node: &str) -> Result<()> {
+        self.restart_speaker_with(node, &self.options.speaker_args)
+    }
+
+    /// Restarts ferrolb's speaker on `node` with `args` instead of the
+    /// lab's speaker arguments (e.g. another `--memberlist-secret`).
+    pub fn restart_speaker_with(&self, node: &str, args: &[String]) -> Result<()> {
         let h = self.topology.node(node)?;
         let bin = self
             .speaker_bin()
@@ -111,7 +117,7 @@ impl Lab {
         process::stop(&self.paths, &name, Duration::from_secs(5))?;
         process::spawn(
             &self.paths,
-            &components::speaker(&self.paths, h, &bin, &self.options.speaker_args),
+            &components::speaker(&self.paths, h, &bin, args),
         )?;
         Ok(())
     }
