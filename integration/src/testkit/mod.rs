@@ -42,7 +42,7 @@ pub use setup::{EchoService, SpeakerSetup};
 pub use stats::{env_usize, percentile};
 
 /// ferrolb's namespace on the lab (pools, L2Advertisements, the Secret).
-pub const CONFIG_NS: &str = crate::e2e::lab::CONFIG_NAMESPACE;
+pub const CONFIG_NS: &str = crate::lab::ferrolb::NAMESPACE;
 /// Where the tests' workloads and Services live.
 pub const APP_NS: &str = "default";
 /// The echo workload's name (Deployment, `app` label, Service).
@@ -51,7 +51,7 @@ pub const APP: &str = "echo-hname";
 /// agent serves it itself).
 pub const ECHO_IMAGE: &str = "sysnet4admin/echo-hname";
 /// The membership Secret the speakers read.
-pub const MEMBERLIST_SECRET: &str = crate::e2e::lab::MEMBERLIST_SECRET;
+pub const MEMBERLIST_SECRET: &str = crate::lab::ferrolb::MEMBERLIST_SECRET;
 /// The worker nodes of a 3-worker lab.
 pub const WORKERS: [&str; 3] = ["w1-k8s", "w2-k8s", "w3-k8s"];
 /// Label the tests put on the nodes that may announce (the L2Advertisement
