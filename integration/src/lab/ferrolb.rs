@@ -111,7 +111,11 @@ pub async fn install_crds(client: &Client, crd_dir: &Path, limit: Duration) -> R
     for crd in &wanted {
         let name = crd.name_any();
         loop {
-            if crds.get_opt(&name).await?.is_some_and(|c| established(&c)) {
+            if crds
+                .get_opt(&name)
+                .await?
+                .is_some_and(|c| is_established(&c))
+            {
                 break;
             }
             if start.elapsed() >= limit {
@@ -193,7 +197,8 @@ pub fn readyz(netns: &str, port: u16) -> u16 {
         .unwrap_or(0)
 }
 
-fn established(crd: &CustomResourceDefinition) -> bool {
+/// Whether `crd` is Established: the API server serves its kind.
+pub fn is_established(crd: &CustomResourceDefinition) -> bool {
     crd.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
