@@ -58,6 +58,20 @@ async fn ready_pods(client: &kube::Client, want: usize) -> BTreeSet<String> {
     .expect("pods")
 }
 
+/// Waits (at most 60 s) until `url` answers the client; the body.
+async fn wait_answers(lab: &Lab, url: &str) -> String {
+    eventually(
+        &format!("{url} answers"),
+        Duration::from_secs(60),
+        || async {
+            lab.curl("client", url, Duration::from_secs(2))
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await
+    .expect("NodePort answers")
+}
+
 /// Creates NodePort Service `echo-hname` (port 80 to the pods' 80), with
 /// `extra` added to its spec.
 async fn create_nodeport(client: &kube::Client, extra: serde_json::Value) -> Service {
@@ -140,16 +154,7 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     for node in lab.topology().nodes() {
         let url = format!("http://{}:{node_port}/", node.ipv4);
         // kube-proxy programs the rules shortly after the Service appears.
-        eventually(
-            &format!("{url} answers"),
-            Duration::from_secs(60),
-            || async {
-                lab.curl("client", &url, Duration::from_secs(2))
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .await
-        .expect("NodePort answers");
+        wait_answers(&lab, &url).await;
         let mut seen = BTreeSet::new();
         for _ in 0..15 {
             let body = lab
@@ -193,16 +198,8 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     lab.wait_node_ready(victim, true, Duration::from_secs(90))
         .await
         .expect("recovered node becomes Ready");
-    eventually(
-        "recovered node serves its NodePort",
-        Duration::from_secs(60),
-        || async {
-            lab.curl("client", &victim_url, Duration::from_secs(2))
-                .map_err(|e| e.to_string())
-        },
-    )
-    .await
-    .expect("NodePort on the recovered node");
+    // The recovered node serves its NodePort again.
+    wait_answers(&lab, &victim_url).await;
 
     // Down removes namespaces, links, processes, mounts and state.
     drop(client);
@@ -397,16 +394,7 @@ async fn dual_stack_nodeport_and_ferrolb_processes() {
             format!("http://{}:{node_port}/", node.ipv4),
             format!("http://[{}]:{node_port}/", node.ipv6),
         ] {
-            let body = eventually(
-                &format!("{url} answers"),
-                Duration::from_secs(60),
-                || async {
-                    lab.curl("client", &url, Duration::from_secs(2))
-                        .map_err(|e| e.to_string())
-                },
-            )
-            .await
-            .expect("NodePort answers");
+            let body = wait_answers(&lab, &url).await;
             assert!(
                 pod_names.contains(body.trim()),
                 "{url} answered {body:?}, not one of {pod_names:?}"

@@ -3,10 +3,12 @@
 //! whether one runs, its pid and its log. The supervision itself is
 //! [`process`](super::process).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{LabError, Result};
+use super::process::DaemonSpec;
+use super::topology::Host;
 use super::{Lab, components, process};
 
 impl Lab {
@@ -26,32 +28,34 @@ impl Lab {
             .or_else(|| self.paths.speaker())
     }
 
+    /// The lab's controller running `bin` with the lab's arguments.
+    pub(super) fn controller_spec(&self, bin: &Path) -> DaemonSpec {
+        components::controller(
+            &self.paths,
+            &self.topology,
+            bin,
+            &self.options.controller_args,
+        )
+    }
+
+    /// The lab's speaker on `node` running `bin` with the lab's arguments.
+    pub(super) fn speaker_spec(&self, node: &Host, bin: &Path) -> DaemonSpec {
+        components::speaker(&self.paths, node, bin, &self.options.speaker_args)
+    }
+
     /// Starts the controller and all speakers that are not running, when
     /// their binaries are built.
     pub(super) fn start_ferrolb(&self) -> Result<()> {
         match self.controller_bin() {
             Some(bin) => {
-                process::start_if_needed(
-                    &self.paths,
-                    &components::controller(
-                        &self.paths,
-                        &self.topology,
-                        &bin,
-                        &self.options.controller_args,
-                    ),
-                    &[],
-                )?;
+                process::start_if_needed(&self.paths, &self.controller_spec(&bin), &[])?;
             }
             None => tracing::warn!("ferrolb-controller not built: lab runs without controller"),
         }
         match self.speaker_bin() {
             Some(bin) => {
                 for node in self.topology.nodes() {
-                    process::start_if_needed(
-                        &self.paths,
-                        &components::speaker(&self.paths, node, &bin, &self.options.speaker_args),
-                        &[],
-                    )?;
+                    process::start_if_needed(&self.paths, &self.speaker_spec(node, &bin), &[])?;
                 }
             }
             None => tracing::warn!("ferrolb-speaker not built: lab runs without speakers"),

@@ -59,11 +59,7 @@ impl Lab {
         if !self.options.bare
             && let Some(bin) = self.speaker_bin()
         {
-            process::start_if_needed(
-                &self.paths,
-                &components::speaker(&self.paths, &h, &bin, &self.options.speaker_args),
-                &[],
-            )?;
+            process::start_if_needed(&self.paths, &self.speaker_spec(&h, &bin), &[])?;
         }
         tracing::info!(node = %h.name, "node recovered");
         Ok(())
@@ -80,15 +76,7 @@ impl Lab {
             .controller_bin()
             .ok_or(LabError::FerrolbMissing("ferrolb-controller"))?;
         process::stop(&self.paths, components::CONTROLLER, Duration::from_secs(5))?;
-        process::spawn(
-            &self.paths,
-            &components::controller(
-                &self.paths,
-                &self.topology,
-                &bin,
-                &self.options.controller_args,
-            ),
-        )?;
+        process::spawn(&self.paths, &self.controller_spec(&bin))?;
         Ok(())
     }
 

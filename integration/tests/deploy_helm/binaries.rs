@@ -16,7 +16,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 
 use super::helm::NS;
 
@@ -254,21 +254,12 @@ pub async fn run_binaries_with_chart_rbac(lab: &Lab, client: &kube::Client) {
         limit,
         || async move {
             healthy(lab, all)?;
-            let list = kit::metallb_api(client, "default", "ServiceL2Status")
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let announcers: Vec<String> = list
-                .items
-                .iter()
-                .filter_map(|o| o.data["status"]["node"].as_str().map(str::to_owned))
-                .collect();
-            match announcers.as_slice() {
+            match kit::l2_status_nodes(client, "default", "chart-rbac")
+                .await?
+                .as_slice()
+            {
                 [n] if nodes.contains(n) => Ok(n.clone()),
-                _ => Err(format!(
-                    "{} objects, announced by {announcers:?}",
-                    list.items.len()
-                )),
+                announcers => Err(format!("announced by {announcers:?}")),
             }
         },
     )
