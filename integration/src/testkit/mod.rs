@@ -1,16 +1,15 @@
-//! Shared support for the lab-based e2e tests and benchmarks
+//! Helpers for the tests and benchmarks that drive the lab
 //! (`integration/tests/e2e_*.rs`, `deploy_helm.rs`, `lab_cluster.rs`,
-//! `integration/benches/*.rs`): the helpers each of them used to carry a copy
-//! of, written once.
+//! `integration/benches/*.rs`): they fail nodes, restart speakers, read logs
+//! and raw frames, and panic with a message on failure, as an assertion
+//! would. Where the lab ([`crate::lab`]: kubectl, CRD installation,
+//! starting ferrolb, who announces an address, [`eventually`]) or the
+//! scenario library ([`crate::e2e`]: server-side apply, Service status,
+//! events, ServiceL2Status) has the piece, the helper is a thin panicking
+//! wrapper over it. Helpers returning `Result<_, String>` are meant for
+//! polling inside [`eventually`].
 //!
-//! Unlike the scenarios of [`crate::e2e`] (any cluster, `Result`s, one
-//! namespace per scenario), these helpers are for tests that drive the lab
-//! itself (fail nodes, restart speakers, read logs and raw frames): they
-//! panic with a message on failure, as an assertion would, except the
-//! `try_`/`Result` ones meant for polling inside
-//! [`eventually`](crate::lab::eventually). Where the scenario library has the
-//! piece (CRD installation, kubectl, server-side apply, the membership
-//! Secret) they call it.
+//! [`eventually`]: crate::lab::eventually
 //!
 //! - [`api`]: Kubernetes objects: server-side apply, `metallb.io` pools and
 //!   L2Advertisements, the echo Deployment and LoadBalancer Services, node
