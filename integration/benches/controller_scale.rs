@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, eventually, topology};
+use ferrolb_integration::lab::{IpFamily, Lab, LabOptions, components, eventually, topology};
 use ferrolb_integration::testkit::stats::Samples;
 use ferrolb_integration::testkit::{self as kit, CONTROLLER_PORT, env_usize, ingress, percentile};
 use futures::{StreamExt, TryStreamExt};
@@ -36,14 +36,13 @@ fn summary(name: &str, unit: &str, v: Vec<f64>) {
     );
 }
 
-fn controller_pid(lab: &Lab) -> Option<u32> {
-    let text = std::fs::read_to_string(lab.paths().pids().join("controller.pid")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
+fn controller_pid(lab: &Lab) -> Option<i32> {
+    lab.daemon_pid(components::CONTROLLER).ok()?
 }
 
 /// Peak resident set (VmHWM) of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let (_, hwm) = kit::rss_kib(i32::try_from(pid).ok()?)?;
+fn peak_rss_mib(pid: i32) -> Option<f64> {
+    let (_, hwm) = kit::rss_kib(pid)?;
     Some(hwm as f64 / 1024.0)
 }
 

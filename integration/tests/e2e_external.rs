@@ -12,7 +12,7 @@
 //! when an earlier one failed; the test fails if any did. Run with
 //! `--nocapture` to see each step.
 
-use ferrolb_integration::e2e::lab::LabProvider;
+use ferrolb_integration::e2e::lab_provider::LabProvider;
 use ferrolb_integration::e2e::scenarios::{self, Outcome};
 use ferrolb_integration::e2e::{Cluster, env};
 

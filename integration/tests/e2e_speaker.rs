@@ -29,12 +29,6 @@ fn lb_ip() -> IpAddr {
     LB_IP.parse().unwrap()
 }
 
-/// The node whose MAC the client has for the address, after asking afresh when
-/// `fresh` (flushes the entry, then makes a request so the client ARPs).
-fn announcer(lab: &Lab, fresh: bool) -> Option<String> {
-    kit::announcer(lab, lb_ip(), fresh)
-}
-
 /// The first address in a Service's status, once it has one.
 async fn wait_ingress(svcs: &Api<Service>, name: &str) -> IpAddr {
     kit::wait_ingress(svcs, name, WAIT).await
@@ -62,7 +56,7 @@ async fn wait_announced(
 ) -> String {
     let what = format!("address announced by {want:?} (not {not:?})");
     eventually(&what, WAIT, || async {
-        let who = announcer(lab, true).ok_or("nobody answers ARP")?;
+        let who = kit::announcer(lab, lb_ip(), true).ok_or("nobody answers ARP")?;
         if want.is_some_and(|w| w != who) || not == Some(who.as_str()) {
             return Err(format!("announced by {who}"));
         }
@@ -81,7 +75,7 @@ async fn wait_announced(
 /// `from`; the time from `since`.
 fn wait_mac_change(lab: &Lab, from: &str, since: Instant, limit: Duration) -> (String, Duration) {
     loop {
-        if let Some(who) = lab.announcer("client", lb_ip()).expect("announcer")
+        if let Some(who) = kit::announcer(lab, lb_ip(), false)
             && who != from
         {
             return (who, since.elapsed());
@@ -274,7 +268,7 @@ async fn speaker_announces_fails_over_and_hands_over() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        announcer(&lab, true),
+        kit::announcer(&lab, lb_ip(), true),
         None,
         "announced without a membership key"
     );
@@ -528,7 +522,7 @@ async fn speaker_announces_fails_over_and_hands_over() {
         .await
         .expect("delete secret");
     eventually("nobody announces without the key", WAIT, || async {
-        match announcer(&lab, true) {
+        match kit::announcer(&lab, lb_ip(), true) {
             None => Ok(()),
             Some(who) => Err(format!("still announced by {who}")),
         }

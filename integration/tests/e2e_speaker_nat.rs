@@ -87,15 +87,6 @@ fn tables(lab: &Lab, np: u16) -> (Vec<String>, Vec<String>) {
     (forwarding, any)
 }
 
-/// The node whose MAC the client has for the address, after asking afresh.
-fn announcer(lab: &Lab) -> Option<String> {
-    kit::announcer(lab, lb_ip(), true)
-}
-
-fn request(lab: &Lab, url: &str) -> Result<String, String> {
-    kit::ask(lab, url)
-}
-
 /// Waits until the address is announced by a node other than `not`, requests through
 /// it reach a pod, and the announcing node, and only it, has the table forwarding
 /// the address to `np`. Returns that node. When `not` is a failed node, its namespace
@@ -113,11 +104,11 @@ async fn wait_forwarded_skip(
 ) -> String {
     let what = format!("address forwarded by its leader (not {not:?})");
     eventually(&what, WAIT, || async {
-        let who = announcer(lab).ok_or("nobody answers ARP")?;
+        let who = kit::announcer(lab, lb_ip(), true).ok_or("nobody answers ARP")?;
         if not == Some(who.as_str()) {
             return Err(format!("still announced by {who}"));
         }
-        let body = request(lab, &format!("http://{LB_IP}/"))?;
+        let body = kit::ask(lab, &format!("http://{LB_IP}/"))?;
         if !pods.contains(&body) {
             return Err(format!("answer {body:?} is not a pod name"));
         }
@@ -182,12 +173,12 @@ async fn nodeport_dnat_carries_proxy_mode_addresses() {
     // Requests spread over the pods; replies come from the address itself.
     let mut seen = BTreeSet::new();
     for _ in 0..15 {
-        seen.insert(request(&lab, &format!("http://{LB_IP}/")).expect("request"));
+        seen.insert(kit::ask(&lab, &format!("http://{LB_IP}/")).expect("request"));
     }
     assert!(seen.is_subset(&pods) && seen.len() >= 2, "answers {seen:?}");
     // Direct NodePort clients are untouched, on the leader and elsewhere.
     for n in lab.topology().nodes() {
-        let body = request(&lab, &format!("http://{}:{np}/", n.ipv4)).expect("nodeport");
+        let body = kit::ask(&lab, &format!("http://{}:{np}/", n.ipv4)).expect("nodeport");
         assert!(pods.contains(&body), "NodePort on {}: {body:?}", n.name);
     }
 
@@ -197,7 +188,7 @@ async fn nodeport_dnat_carries_proxy_mode_addresses() {
         .expect("nft delete");
     assert!(out.status.success(), "{out:?}");
     for _ in 0..3 {
-        let r = request(&lab, &format!("http://{LB_IP}/"));
+        let r = kit::ask(&lab, &format!("http://{LB_IP}/"));
         assert!(
             !r.as_ref().is_ok_and(|b| pods.contains(b)),
             "answered without the table: {r:?}"
@@ -288,13 +279,13 @@ async fn nodeport_dnat_carries_proxy_mode_addresses() {
     .await
     .expect("ranges in the table");
     for _ in 0..3 {
-        let r = request(&lab, &format!("http://{LB_IP}/"));
+        let r = kit::ask(&lab, &format!("http://{LB_IP}/"));
         assert!(
             !r.as_ref().is_ok_and(|b| pods.contains(b)),
             "a client outside the ranges was answered: {r:?}"
         );
     }
-    let body = request(&lab, &format!("http://192.0.2.10:{np}/")).expect("nodeport");
+    let body = kit::ask(&lab, &format!("http://192.0.2.10:{np}/")).expect("nodeport");
     assert!(
         pods.contains(&body),
         "direct NodePort clients are untouched"
@@ -343,7 +334,7 @@ async fn without_nodeport_dnat_proxy_mode_addresses_are_unreachable() {
     assert_eq!((ip, mode.as_deref()), (lb_ip(), Some("Proxy")));
     let np = node_port(&svcs, APP).await;
     let leader = eventually("the address is announced", WAIT, || async {
-        announcer(&lab).ok_or_else(|| "nobody answers ARP".to_string())
+        kit::announcer(&lab, lb_ip(), true).ok_or_else(|| "nobody answers ARP".to_string())
     })
     .await
     .expect("announced");
@@ -353,18 +344,21 @@ async fn without_nodeport_dnat_proxy_mode_addresses_are_unreachable() {
         lab.topology().node(&leader).unwrap().ipv4
     );
     let body = eventually("the NodePort answers", WAIT, || async {
-        request(&lab, &url)
+        kit::ask(&lab, &url)
     })
     .await
     .expect("nodeport");
     assert!(pods.contains(&body), "{body:?}");
     for _ in 0..3 {
-        let r = request(&lab, &format!("http://{LB_IP}/"));
+        let r = kit::ask(&lab, &format!("http://{LB_IP}/"));
         assert!(
             !r.as_ref().is_ok_and(|b| pods.contains(b)),
             "answered through {LB_IP} without --nodeport-dnat: {r:?}"
         );
-        assert_eq!(announcer(&lab).as_deref(), Some(leader.as_str()));
+        assert_eq!(
+            kit::announcer(&lab, lb_ip(), true).as_deref(),
+            Some(leader.as_str())
+        );
     }
     for n in lab.topology().nodes() {
         assert_eq!(table(&lab, &n.name), None, "table on {}", n.name);

@@ -40,16 +40,6 @@ fn kubeconfig_from_lab_env() -> String {
     line.trim_matches('\'').to_owned()
 }
 
-fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .expect("kubectl not found in PATH: the e2e tests use it to check `lab env`");
-    assert!(out.status.success(), "kubectl {args:?} failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Waits until `want` echo pods are running and ready; their names.
 async fn ready_pods(client: &kube::Client, want: usize) -> BTreeSet<String> {
     eventually(
@@ -66,6 +56,20 @@ async fn ready_pods(client: &kube::Client, want: usize) -> BTreeSet<String> {
     )
     .await
     .expect("pods")
+}
+
+/// Waits (at most 60 s) until `url` answers the client; the body.
+async fn wait_answers(lab: &Lab, url: &str) -> String {
+    eventually(
+        &format!("{url} answers"),
+        Duration::from_secs(60),
+        || async {
+            lab.curl("client", url, Duration::from_secs(2))
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await
+    .expect("NodePort answers")
 }
 
 /// Creates NodePort Service `echo-hname` (port 80 to the pods' 80), with
@@ -97,7 +101,7 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     .await;
 
     // The API server answers from the root namespace, for kube-rs and for
-    // kubectl configured by `lab env`.
+    // kubectl with the kubeconfig `lab env` names (the lab's).
     let version = client.apiserver_version().await.expect("server version");
     assert!(
         version.git_version.starts_with("v1."),
@@ -106,7 +110,7 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     let kubeconfig = kubeconfig_from_lab_env();
     assert_eq!(kubeconfig, lab.kubeconfig_path().to_string_lossy());
     let kv: serde_json::Value =
-        serde_json::from_str(&kubectl(&kubeconfig, &["version", "-o", "json"])).unwrap();
+        serde_json::from_str(&kit::kubectl(&lab, &["version", "-o", "json"])).unwrap();
     assert_eq!(
         kv["serverVersion"]["gitVersion"].as_str(),
         Some(version.git_version.as_str()),
@@ -150,16 +154,7 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     for node in lab.topology().nodes() {
         let url = format!("http://{}:{node_port}/", node.ipv4);
         // kube-proxy programs the rules shortly after the Service appears.
-        eventually(
-            &format!("{url} answers"),
-            Duration::from_secs(60),
-            || async {
-                lab.curl("client", &url, Duration::from_secs(2))
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .await
-        .expect("NodePort answers");
+        wait_answers(&lab, &url).await;
         let mut seen = BTreeSet::new();
         for _ in 0..15 {
             let body = lab
@@ -203,16 +198,8 @@ async fn cluster_serves_the_tutorial_survives_a_node_failure_and_goes_away() {
     lab.wait_node_ready(victim, true, Duration::from_secs(90))
         .await
         .expect("recovered node becomes Ready");
-    eventually(
-        "recovered node serves its NodePort",
-        Duration::from_secs(60),
-        || async {
-            lab.curl("client", &victim_url, Duration::from_secs(2))
-                .map_err(|e| e.to_string())
-        },
-    )
-    .await
-    .expect("NodePort on the recovered node");
+    // The recovered node serves its NodePort again.
+    wait_answers(&lab, &victim_url).await;
 
     // Down removes namespaces, links, processes, mounts and state.
     drop(client);
@@ -240,11 +227,9 @@ fn fake_ferrolb(lab_paths: &LabPaths, dir: &Path, name: &str, port: u16) -> Path
 }
 
 fn daemon_pid(lab: &Lab, name: &str) -> i32 {
-    let pf = process::read_pid_file(lab.paths(), name)
+    lab.daemon_pid(name)
         .unwrap()
-        .unwrap_or_else(|| panic!("no pid file for {name}"));
-    assert!(pf.is_running(), "{name} is not running");
-    pf.pid
+        .unwrap_or_else(|| panic!("{name} is not running"))
 }
 
 /// Whether `pid` is (or within 10 s gets) in `netns`. A daemon's pid is that
@@ -409,16 +394,7 @@ async fn dual_stack_nodeport_and_ferrolb_processes() {
             format!("http://{}:{node_port}/", node.ipv4),
             format!("http://[{}]:{node_port}/", node.ipv6),
         ] {
-            let body = eventually(
-                &format!("{url} answers"),
-                Duration::from_secs(60),
-                || async {
-                    lab.curl("client", &url, Duration::from_secs(2))
-                        .map_err(|e| e.to_string())
-                },
-            )
-            .await
-            .expect("NodePort answers");
+            let body = wait_answers(&lab, &url).await;
             assert!(
                 pod_names.contains(body.trim()),
                 "{url} answered {body:?}, not one of {pod_names:?}"

@@ -49,17 +49,7 @@ pub trait ClientHost: Send + Sync + fmt::Debug {
     /// Forgets the host's neighbour entry for `ip` (absent is fine), so
     /// that the next packet asks again.
     fn flush_neighbour(&self, ip: IpAddr) -> Result<()> {
-        let argv = strings(&["ip", "neigh", "flush", "to", &ip.to_string()]);
-        let out = self.run(&argv, Duration::from_secs(20))?;
-        if !out.status.success() {
-            bail!(
-                "ip neigh flush to {ip} on {}: {} {}",
-                self.describe(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
+        ip_neigh(self, "flush", ip).map(drop)
     }
 
     /// The MAC address `ip` answers ARP/NDP with, as the host sees it: a
@@ -82,28 +72,26 @@ pub fn generic_neighbour_mac<H: ClientHost + ?Sized>(
     host: &H,
     ip: IpAddr,
 ) -> Result<Option<String>> {
-    let argv = strings(&["ip", "neigh", "show", "to", &ip.to_string()]);
+    Ok(parse_neighbour(&ip_neigh(host, "show", ip)?))
+}
+
+/// `ip neigh <verb> to <ip>` on `host`: its standard output, or an error
+/// quoting its standard error.
+fn ip_neigh<H: ClientHost + ?Sized>(host: &H, verb: &str, ip: IpAddr) -> Result<String> {
+    let argv = strings(&["ip", "neigh", verb, "to", &ip.to_string()]);
     let out = host.run(&argv, Duration::from_secs(20))?;
     if !out.status.success() {
         bail!(
-            "ip neigh show to {ip} on {}: {} {}",
+            "ip neigh {verb} to {ip} on {}: {} {}",
             host.describe(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(parse_neighbour(&String::from_utf8_lossy(&out.stdout)))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub use crate::lab::curl_argv;
-
-/// `ip` as it is written in a URL's host part.
-pub fn url_host(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    }
-}
+pub use crate::lab::{curl_argv, url_host};
 
 /// The first `lladdr` of `ip neigh show` output (lower case); entries
 /// without one (INCOMPLETE, FAILED) give `None`.
@@ -223,12 +211,6 @@ mod tests {
             .as_deref(),
             Some("aa:bb:cc:dd:ee:ff")
         );
-    }
-
-    #[test]
-    fn urls_bracket_ipv6() {
-        assert_eq!(url_host("198.51.100.1".parse().unwrap()), "198.51.100.1");
-        assert_eq!(url_host("2001:db8::1".parse().unwrap()), "[2001:db8::1]");
     }
 
     #[test]

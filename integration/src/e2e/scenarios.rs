@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use anyhow::{Result, bail, ensure};
 
 use super::{Cluster, Scope, in_scope, ingress_ips};
+use crate::lab::eventually;
 
 /// What running a scenario came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +193,20 @@ async fn pool_counters(s: &Scope, pool: &str) -> std::result::Result<(i64, i64),
     }
 }
 
+/// Waits until the scenario's IPAddressPool `pool` counts `want`
+/// (assigned, available) addresses.
+async fn wait_pool_counters(s: &Scope, pool: &str, want: (i64, i64)) -> Result<()> {
+    let what = format!("pool status {} assigned, {} available", want.0, want.1);
+    eventually(&what, s.cluster.settings.wait, || async {
+        match pool_counters(s, pool).await? {
+            c if c == want => Ok(()),
+            c => Err(format!("assigned/available {c:?}")),
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 /// (c) Releasing: a one-address pool; a second Service waits (pool
 /// exhausted, with an event) until the first is deleted, then gets the
 /// same address, which is announced and answers; once both are gone the
@@ -212,17 +227,7 @@ pub async fn release(cluster: &Cluster) -> Result<Outcome> {
             ingress_ips(&svc)
         );
         s.wait_announced(only, 80, &["one"], &pods).await?;
-        super::eventually(
-            "pool status 1 assigned, 0 available",
-            s.cluster.settings.wait,
-            || async {
-                match pool_counters(&s, &pool).await? {
-                    (1, 0) => Ok(()),
-                    c => Err(format!("assigned/available {c:?}")),
-                }
-            },
-        )
-        .await?;
+        wait_pool_counters(&s, &pool, (1, 0)).await?;
 
         s.service("two", "echo", &[80], &from_pool).await?;
         let note = s
@@ -251,17 +256,7 @@ pub async fn release(cluster: &Cluster) -> Result<Outcome> {
         ));
 
         s.delete_service("two").await?;
-        super::eventually(
-            "pool status 0 assigned, 1 available",
-            s.cluster.settings.wait,
-            || async {
-                match pool_counters(&s, &pool).await? {
-                    (0, 1) => Ok(()),
-                    c => Err(format!("assigned/available {c:?}")),
-                }
-            },
-        )
-        .await?;
+        wait_pool_counters(&s, &pool, (0, 1)).await?;
         Ok(())
     })
     .await?;

@@ -1,7 +1,8 @@
 //! What the Helm chart puts in a cluster before ferrolb runs, done by the lab:
 //! ferrolb's namespace, the `metallb.io` CRDs (applied from `deploy/crds` and
-//! waited for until Established) and the membership Secret; and the readiness
-//! of the running controller and speakers (`/readyz`).
+//! waited for until Established) and the membership Secret; Secrets in
+//! ferrolb's namespace for the tests; and the readiness of the running
+//! controller and speakers (`/readyz`).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -110,7 +111,11 @@ pub async fn install_crds(client: &Client, crd_dir: &Path, limit: Duration) -> R
     for crd in &wanted {
         let name = crd.name_any();
         loop {
-            if crds.get_opt(&name).await?.is_some_and(|c| established(&c)) {
+            if crds
+                .get_opt(&name)
+                .await?
+                .is_some_and(|c| is_established(&c))
+            {
                 break;
             }
             if start.elapsed() >= limit {
@@ -125,27 +130,55 @@ pub async fn install_crds(client: &Client, crd_dir: &Path, limit: Duration) -> R
     Ok(())
 }
 
+/// Secret `name` in ferrolb's namespace holding `data`.
+fn secret(name: &str, data: BTreeMap<String, Vec<u8>>) -> Secret {
+    let mut secret = Secret {
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+    secret.metadata.name = Some(name.to_owned());
+    secret.metadata.namespace = Some(NAMESPACE.to_owned());
+    secret
+}
+
 /// Creates the membership Secret with a random key unless it exists (a key
 /// there stays as it is).
 pub async fn ensure_memberlist_secret(client: &Client) -> Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     if secrets.get_opt(MEMBERLIST_SECRET).await?.is_none() {
-        let data = BTreeMap::from([(
-            MEMBERLIST_KEY.to_owned(),
-            k8s_openapi::ByteString(random_key(32)?),
-        )]);
-        let mut secret = Secret {
-            data: Some(data),
-            ..Secret::default()
-        };
-        secret.metadata.name = Some(MEMBERLIST_SECRET.to_owned());
-        secret.metadata.namespace = Some(NAMESPACE.to_owned());
+        let data = BTreeMap::from([(MEMBERLIST_KEY.to_owned(), random_key(32)?)]);
+        let secret = secret(MEMBERLIST_SECRET, data);
         match secrets.create(&PostParams::default(), &secret).await {
             // Created meanwhile by somebody else: theirs stays.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             other => {
                 other?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Creates Secret `name` in ferrolb's namespace with `data`, or replaces
+/// the one there.
+pub async fn put_secret(
+    client: &Client,
+    name: &str,
+    data: BTreeMap<String, Vec<u8>>,
+) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut new = secret(name, data);
+    match secrets.get_opt(name).await? {
+        Some(old) => {
+            new.metadata.resource_version = old.metadata.resource_version;
+            secrets.replace(name, &PostParams::default(), &new).await?;
+        }
+        None => {
+            secrets.create(&PostParams::default(), &new).await?;
         }
     }
     Ok(())
@@ -164,7 +197,8 @@ pub fn readyz(netns: &str, port: u16) -> u16 {
         .unwrap_or(0)
 }
 
-fn established(crd: &CustomResourceDefinition) -> bool {
+/// Whether `crd` is Established: the API server serves its kind.
+pub fn is_established(crd: &CustomResourceDefinition) -> bool {
     crd.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

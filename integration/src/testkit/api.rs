@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use serde_json::{Value, json};
 
 use super::{CONFIG_NS, ECHO_IMAGE, PODS_WAIT};
-use crate::lab::eventually;
+use crate::lab::{eventually, ferrolb};
 
 pub use crate::e2e::{POOL_ANNOTATION, ingress_ips, lb_ingress, metallb};
 
@@ -186,9 +186,9 @@ pub fn random_key(len: usize) -> Vec<u8> {
 
 /// Creates or replaces Secret `name` in ferrolb's namespace with `data`.
 pub async fn put_secret(client: &Client, name: &str, data: BTreeMap<String, Vec<u8>>) {
-    crate::e2e::lab::put_secret(client, name, data)
+    crate::lab::ferrolb::put_secret(client, name, data)
         .await
-        .unwrap_or_else(|e| panic!("Secret {name}: {e:#}"));
+        .unwrap_or_else(|e| panic!("Secret {name}: {e}"));
 }
 
 /// Creates or replaces membership Secret `name` with `key` (as `secretkey`).
@@ -196,7 +196,7 @@ pub async fn put_key(client: &Client, name: &str, key: &[u8]) {
     put_secret(
         client,
         name,
-        [("secretkey".to_owned(), key.to_vec())].into(),
+        [(ferrolb::MEMBERLIST_KEY.to_owned(), key.to_vec())].into(),
     )
     .await;
 }
@@ -223,13 +223,9 @@ pub async fn wait_service<T>(
     what: &str,
     check: impl Fn(&Service) -> Result<T, String>,
 ) -> T {
-    let check = &check;
-    eventually(what, limit, || async move {
-        let s = svcs.get(name).await.map_err(|e| e.to_string())?;
-        check(&s)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    crate::e2e::wait_service(svcs, name, limit, what, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The first address in Service `name`'s status, once it has one.
@@ -362,16 +358,9 @@ pub fn ipv4(ip: IpAddr) -> Ipv4Addr {
 
 /// The events (`events.k8s.io`) in `ns` about object `name`.
 pub async fn events_about(client: &Client, ns: &str, name: &str) -> Result<Vec<Event>, String> {
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let list = events
-        .list(&ListParams::default())
+    crate::e2e::events_about(client, ns, name)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect())
+        .map_err(|e| e.to_string())
 }
 
 /// Waits for an event about `name` (in `ns`) with `reason` that `matches`
@@ -421,16 +410,9 @@ pub async fn wait_event(
 
 /// The `status` of every ServiceL2Status in `ns` about Service `svc`.
 pub async fn l2_statuses(client: &Client, ns: &str, svc: &str) -> Result<Vec<Value>, String> {
-    let list = metallb_api(client, ns, "ServiceL2Status")
-        .list(&ListParams::default())
+    crate::e2e::l2_statuses(client, ns, svc)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(list
-        .items
-        .into_iter()
-        .map(|o| o.data["status"].clone())
-        .filter(|s| s["serviceName"] == svc)
-        .collect())
+        .map_err(|e| e.to_string())
 }
 
 /// The nodes named by the ServiceL2Status objects of Service `svc` in `ns`

@@ -64,11 +64,10 @@ pub fn mac_of(netns: &str, iface: &str) -> MacAddr {
         .unwrap_or_else(|| panic!("no MAC for {iface} in {netns}: {text}"))
 }
 
-/// Node whose `eth0` has `mac`.
+/// Node whose `eth0` has `mac` ([`Lab::node_with_mac`]).
 pub fn node_of_mac(lab: &Lab, mac: MacAddr) -> Option<String> {
-    super::node_names(lab)
-        .into_iter()
-        .find(|n| mac_of(&format!("flb-{n}"), topology::HOST_IF) == mac)
+    lab.node_with_mac(&mac.to_string())
+        .unwrap_or_else(|e| panic!("which node has {mac}: {e}"))
 }
 
 /// The client's neighbour entry for `addr` on its `eth0`, whatever its

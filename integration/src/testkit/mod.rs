@@ -1,16 +1,15 @@
-//! Shared support for the lab-based e2e tests and benchmarks
+//! Helpers for the tests and benchmarks that drive the lab
 //! (`integration/tests/e2e_*.rs`, `deploy_helm.rs`, `lab_cluster.rs`,
-//! `integration/benches/*.rs`): the helpers each of them used to carry a copy
-//! of, written once.
+//! `integration/benches/*.rs`): they fail nodes, restart speakers, read logs
+//! and raw frames, and panic with a message on failure, as an assertion
+//! would. Where the lab ([`crate::lab`]: kubectl, CRD installation,
+//! starting ferrolb, who announces an address, [`eventually`]) or the
+//! scenario library ([`crate::e2e`]: server-side apply, Service status,
+//! events, ServiceL2Status) has the piece, the helper is a thin panicking
+//! wrapper over it. Helpers returning `Result<_, String>` are meant for
+//! polling inside [`eventually`].
 //!
-//! Unlike the scenarios of [`crate::e2e`] (any cluster, `Result`s, one
-//! namespace per scenario), these helpers are for tests that drive the lab
-//! itself (fail nodes, restart speakers, read logs and raw frames): they
-//! panic with a message on failure, as an assertion would, except the
-//! `try_`/`Result` ones meant for polling inside
-//! [`eventually`](crate::lab::eventually). Where the scenario library has the
-//! piece (CRD installation, kubectl, server-side apply, the membership
-//! Secret) they call it.
+//! [`eventually`]: crate::lab::eventually
 //!
 //! - [`api`]: Kubernetes objects: server-side apply, `metallb.io` pools and
 //!   L2Advertisements, the echo Deployment and LoadBalancer Services, node
@@ -42,7 +41,7 @@ pub use setup::{EchoService, SpeakerSetup};
 pub use stats::{env_usize, percentile};
 
 /// ferrolb's namespace on the lab (pools, L2Advertisements, the Secret).
-pub const CONFIG_NS: &str = crate::e2e::lab::CONFIG_NAMESPACE;
+pub const CONFIG_NS: &str = crate::lab::ferrolb::NAMESPACE;
 /// Where the tests' workloads and Services live.
 pub const APP_NS: &str = "default";
 /// The echo workload's name (Deployment, `app` label, Service).
@@ -51,7 +50,7 @@ pub const APP: &str = "echo-hname";
 /// agent serves it itself).
 pub const ECHO_IMAGE: &str = "sysnet4admin/echo-hname";
 /// The membership Secret the speakers read.
-pub const MEMBERLIST_SECRET: &str = crate::e2e::lab::MEMBERLIST_SECRET;
+pub const MEMBERLIST_SECRET: &str = crate::lab::ferrolb::MEMBERLIST_SECRET;
 /// The worker nodes of a 3-worker lab.
 pub const WORKERS: [&str; 3] = ["w1-k8s", "w2-k8s", "w3-k8s"];
 /// Label the tests put on the nodes that may announce (the L2Advertisement

@@ -9,8 +9,7 @@ use std::time::Duration;
 use kube::Client;
 
 use super::{CLIENT, CONTROLLER_PORT, SPEAKER_PORT};
-use crate::e2e::host::url_host;
-use crate::lab::{Lab, LabOptions, components, ferrolb, process, topology};
+use crate::lab::{Lab, LabOptions, components, ferrolb, topology};
 
 /// A lab without ferrolb running (the tests start it once the CRDs are
 /// in place) and `workers` worker nodes; the other options are the
@@ -33,10 +32,10 @@ pub async fn up(options: LabOptions) -> (Lab, Client) {
     (lab, client)
 }
 
-/// Runs kubectl against the lab (see [`crate::e2e::lab::kubectl`]); its
-/// output. Panics when it fails.
+/// Runs kubectl against the lab ([`Lab::kubectl`]); its output. Panics
+/// when it fails.
 pub fn kubectl(lab: &Lab, args: &[&str]) -> String {
-    crate::e2e::lab::kubectl(lab, args).unwrap_or_else(|e| panic!("{e:#}"))
+    lab.kubectl(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// ferrolb's namespace and the `metallb.io` CRDs (Established), as the
@@ -88,21 +87,14 @@ pub fn http_get(lab: &Lab, node: &str, port: u16, path: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-/// The HTTP status of `/readyz` on `port` in host `node` (0: no answer).
+/// The HTTP status of `/readyz` on `port` in host `node` (0: no answer),
+/// as [`ferrolb::readyz`] reads it.
 pub fn readyz(lab: &Lab, node: &str, port: u16) -> u16 {
-    try_curl_in(
-        lab,
-        node,
-        &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://127.0.0.1:{port}/readyz"),
-        ],
-    )
-    .and_then(|code| code.trim().parse().ok())
-    .unwrap_or(0)
+    let host = lab
+        .topology()
+        .host(node)
+        .unwrap_or_else(|e| panic!("/readyz in {node}: {e}"));
+    ferrolb::readyz(&host.netns(), port)
 }
 
 /// `/metrics` on `port` in host `node` (empty on an HTTP error), or `None`
@@ -165,11 +157,8 @@ pub fn print_speaker_warnings(lab: &Lab) {
 
 /// The pid of the running speaker on `node`, if it runs.
 pub fn speaker_pid(lab: &Lab, node: &str) -> Option<i32> {
-    process::read_pid_file(lab.paths(), &components::speaker_name(node))
-        .ok()
-        .flatten()
-        .filter(|p| p.is_running())
-        .map(|p| p.pid)
+    lab.daemon_pid(&components::speaker_name(node))
+        .unwrap_or_else(|e| panic!("speaker pid on {node}: {e}"))
 }
 
 /// (VmRSS, VmHWM) of process `pid`, in KiB.
@@ -218,30 +207,20 @@ pub fn members_live(lab: &Lab, nodes: &[String], want: usize) -> Result<(), Stri
     Ok(())
 }
 
-/// Stops the speaker on `node` and starts it again with `args` added to
-/// the lab's (e.g. another `--memberlist-secret`).
+/// Restarts the speaker on `node` with `args` instead of the lab's speaker
+/// arguments ([`Lab::restart_speaker_with`]).
 pub fn respawn_speaker(lab: &Lab, node: &str, args: &[String]) {
-    lab.stop_daemon(&components::speaker_name(node), Duration::from_secs(5))
-        .expect("stop speaker");
-    let bin = lab.speaker_bin().expect("speaker built");
-    process::spawn(
-        lab.paths(),
-        &components::speaker(lab.paths(), lab.topology().node(node).unwrap(), &bin, args),
-    )
-    .unwrap_or_else(|e| panic!("start the speaker on {node} with {args:?}: {e}"));
+    lab.restart_speaker_with(node, args)
+        .unwrap_or_else(|e| panic!("start the speaker on {node} with {args:?}: {e}"));
 }
 
 /// The node whose MAC the lab's client has cached for `ip`; when `fresh`,
-/// after asking afresh: its entry flushed, then a request (whatever its
-/// answer) so that it resolves the address again.
+/// after asking afresh ([`Lab::resolve_announcer`]).
 pub fn announcer(lab: &Lab, ip: IpAddr, fresh: bool) -> Option<String> {
-    if fresh {
-        lab.flush_neighbour(CLIENT, ip).expect("flush");
-        let _ = lab.curl(
-            CLIENT,
-            &format!("http://{}/", url_host(ip)),
-            Duration::from_millis(1500),
-        );
-    }
-    lab.announcer(CLIENT, ip).expect("announcer")
+    let who = if fresh {
+        lab.resolve_announcer(CLIENT, ip)
+    } else {
+        lab.announcer(CLIENT, ip)
+    };
+    who.unwrap_or_else(|e| panic!("who announces {ip}: {e}"))
 }

@@ -6,19 +6,14 @@
 //! `metallb.io` CRDs and the membership Secret; here the lab does, then runs
 //! ferrolb's controller and speakers (processes in the node namespaces).
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
-use serde_json::json;
 
-use super::host::{ClientHost, generic_neighbour_mac, run_bounded};
+use super::host::{ClientHost, generic_neighbour_mac};
 use super::{AddressRange, Cluster, CommandHost, Settings, env};
 use crate::lab::{Lab, LabOptions, topology};
 
@@ -27,8 +22,6 @@ pub const CONFIG_NAMESPACE: &str = crate::lab::ferrolb::NAMESPACE;
 /// The scenarios' addresses on the lab: in the lab's pool range
 /// (198.51.100.0/24), on the nodes' segment.
 pub const POOL: &str = "198.51.100.100-198.51.100.139";
-/// The membership Secret the speakers read (the chart's).
-pub const MEMBERLIST_SECRET: &str = crate::lab::ferrolb::MEMBERLIST_SECRET;
 
 /// The lab's `client` namespace as the scenarios' client host. Commands run
 /// there through [`Lab::exec_with_limit`], so the generic command lines
@@ -169,65 +162,4 @@ impl LabProvider {
             Err(_) => bail!("the lab is still in use; it is torn down when released"),
         }
     }
-}
-
-fn kubectl_program(lab: &Lab) -> PathBuf {
-    Some(lab.paths().kubectl())
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("kubectl"))
-}
-
-/// Runs kubectl (the harness's, else the one on `PATH`) with the lab's
-/// kubeconfig, bounded to 120 s; its standard output, or an error quoting
-/// its standard error when it fails.
-pub fn kubectl(lab: &Lab, args: &[&str]) -> Result<String> {
-    let mut cmd = Command::new(kubectl_program(lab));
-    cmd.args(args).env("KUBECONFIG", lab.kubeconfig_path());
-    let out = run_bounded(&mut cmd, Duration::from_secs(120))?;
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Creates Secret `name` in ferrolb's namespace with `data`, or replaces
-/// the one there.
-pub async fn put_secret(
-    kube: &kube::Client,
-    name: &str,
-    data: BTreeMap<String, Vec<u8>>,
-) -> Result<()> {
-    let secrets: Api<Secret> = Api::namespaced(kube.clone(), CONFIG_NAMESPACE);
-    let mut s: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": CONFIG_NAMESPACE}
-    }))?;
-    s.data = Some(
-        data.into_iter()
-            .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
-            .collect(),
-    );
-    match secrets
-        .get_opt(name)
-        .await
-        .with_context(|| format!("reading Secret {name}"))?
-    {
-        Some(old) => {
-            s.metadata.resource_version = old.metadata.resource_version;
-            secrets
-                .replace(name, &PostParams::default(), &s)
-                .await
-                .with_context(|| format!("replacing Secret {name}"))?;
-        }
-        None => {
-            secrets
-                .create(&PostParams::default(), &s)
-                .await
-                .with_context(|| format!("creating Secret {name}"))?;
-        }
-    }
-    Ok(())
 }
