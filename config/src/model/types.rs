@@ -69,6 +69,22 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A pool with the defaults of an `IPAddressPool` that sets only its addresses (and
+    /// `avoidBuggyIPs`): auto-assigned, no service allocation, no labels. The ranges are
+    /// sorted here; that they do not overlap is checked by whoever builds pools
+    /// ([`Config::build`], the controller's allocator).
+    pub fn new(name: impl Into<String>, mut ranges: Vec<IpRange>, avoid_buggy_ips: bool) -> Pool {
+        ranges.sort();
+        Pool {
+            name: name.into(),
+            ranges,
+            auto_assign: true,
+            avoid_buggy_ips,
+            allocation: None,
+            labels: BTreeMap::new(),
+        }
+    }
+
     pub fn families(&self) -> BTreeSet<Family> {
         self.ranges.iter().map(IpRange::family).collect()
     }
