@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferrolb_config::{Config, Sources, convert, crd, legacy, load};
+use ferrolb_config::{Config, ConfigErrors, Sources, convert, crd, legacy, load};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -128,16 +128,15 @@ fn validate(files: &[PathBuf]) -> Result<(), Failure> {
         )));
     }
     // Objects that failed to read are missing from `sources`; building anyway finds the
-    // other errors, so a person sees them all in one run.
+    // other errors, so a person sees them all in one run (the first ones, past a limit).
     let built = Config::build(&sources);
-    if let Err(e) = &built {
-        errors.extend(e.0.iter().cloned());
-    }
+    let errors = match &built {
+        Err(e) => e.clone().merged(errors),
+        Ok(_) => ConfigErrors::new(errors),
+    };
     if !errors.is_empty() {
-        errors.sort();
-        errors.dedup();
-        let mut msg = format!("invalid configuration: {} error(s)", errors.len());
-        for e in &errors {
+        let mut msg = format!("invalid configuration: {} error(s)", errors.total());
+        for e in errors.iter() {
             msg.push_str(&format!("\n  error: {e}"));
         }
         return Err(Failure::Invalid(msg));
@@ -191,7 +190,7 @@ fn convert_file(path: &Path, namespace: Option<&str>) -> Result<(), Failure> {
     let loaded = read_file(path)?;
     if !loaded.errors.is_empty() {
         let mut msg = format!("cannot convert {}:", path.display());
-        for e in &loaded.errors {
+        for e in ConfigErrors::new(loaded.errors).iter() {
             msg.push_str(&format!("\n  error: {e}"));
         }
         return Err(Failure::Invalid(msg));
@@ -207,7 +206,7 @@ fn convert_file(path: &Path, namespace: Option<&str>) -> Result<(), Failure> {
     if let Err(e) = Config::build(&loaded.sources) {
         let mut msg = format!(
             "refusing to convert an invalid configuration ({} error(s)):",
-            e.0.len()
+            e.total()
         );
         for e in e.iter() {
             msg.push_str(&format!("\n  error: {e}"));

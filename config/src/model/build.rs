@@ -5,17 +5,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::addr::Family;
-use crate::error::{ConfigError, ConfigErrors, ObjectRef, Sink};
+use crate::error::{ConfigError, ConfigErrors, ErrorList, ObjectRef, Sink};
 use crate::selector::Selector;
 
 use super::bgp::{BfdProfile, BgpAdvertisement, CommunityValue};
+use super::overlap::check_overlaps;
 use super::peer::{BgpPeer, PeerEndpoint};
 use super::types::{Config, L2Advertisement, Pool, Sources};
 
 /// A pool as the builder sees it before names are checked for uniqueness.
+#[derive(Debug)]
 pub(super) struct PoolDraft {
     pub object: ObjectRef,
     pub pool: Pool,
+    /// For each of `pool.ranges` (sorted), its index in the object's list of addresses.
+    pub addresses_index: Vec<usize>,
 }
 
 /// An advertisement before its pool names and selectors are resolved.
@@ -37,7 +41,7 @@ pub(super) type BgpAdvDraft = AdvDraft<(BgpAdvertisement, Vec<String>)>;
 /// (which decides, e.g., which of two definitions of a community alias wins).
 #[derive(Default)]
 pub(super) struct Drafts {
-    pub errors: Vec<ConfigError>,
+    pub errors: ErrorList,
     pub pools: Vec<PoolDraft>,
     pub l2: Vec<AdvDraft<L2Advertisement>>,
     pub bgp_adv: Vec<BgpAdvDraft>,
@@ -48,9 +52,18 @@ pub(super) struct Drafts {
 }
 
 impl Config {
-    /// Validates and normalizes every source together. All errors are returned, sorted.
+    /// Validates and normalizes every source together. All errors are returned, sorted
+    /// and summarised past [`MAX_REPORTED_ERRORS`](crate::error::MAX_REPORTED_ERRORS).
     pub fn build(src: &Sources) -> Result<Config, ConfigErrors> {
         let mut drafts = Drafts::default();
+        drafts.pools.reserve_exact(
+            src.pools.len()
+                + src
+                    .legacy
+                    .iter()
+                    .map(|(_, lc)| lc.address_pools.len())
+                    .sum::<usize>(),
+        );
         for (cm, lc) in &src.legacy {
             drafts.add_legacy(cm, lc);
         }
@@ -71,8 +84,8 @@ impl Drafts {
             aliases,
         } = self;
         let mut cfg = Config::default();
-        insert_pools(&mut cfg, &pools, &mut errors);
         check_overlaps(&pools, &mut errors);
+        insert_pools(&mut cfg, pools, &mut errors);
         insert_bfd_profiles(&mut cfg, bfd, &mut errors);
         insert_peers(&mut cfg, peers, &mut errors);
         insert_l2_advertisements(&mut cfg, l2, &mut errors);
@@ -80,72 +93,38 @@ impl Drafts {
         if errors.is_empty() {
             Ok(cfg)
         } else {
-            errors.sort();
-            errors.dedup();
-            Err(ConfigErrors(errors))
+            Err(errors.into_errors())
         }
     }
 }
 
-/// Pools with unique names; a later duplicate is refused.
-fn insert_pools(cfg: &mut Config, pools: &[PoolDraft], errors: &mut Vec<ConfigError>) {
-    for d in pools {
-        if let Some(prev) = cfg.pools.get(&d.pool.name) {
-            let other = pools
-                .iter()
-                .find(|p| p.pool.name == prev.name)
-                .map(|p| p.object.to_string())
-                .unwrap_or_default();
-            errors.push(ConfigError {
-                object: d.object.clone(),
-                field: field_of(&d.object, "name", "metadata.name").into(),
-                message: format!(
-                    "duplicate pool name {:?} (also defined by {other})",
-                    d.pool.name
-                ),
-            });
-            continue;
-        }
-        cfg.pools.insert(d.pool.name.clone(), d.pool.clone());
-    }
-}
-
-/// No address in two ranges, of one pool or of two.
-fn check_overlaps(pools: &[PoolDraft], errors: &mut Vec<ConfigError>) {
-    let mut seen_ranges: Vec<(crate::addr::IpRange, &ObjectRef, usize)> = Vec::new();
-    for d in pools {
-        for (i, r) in d.pool.ranges.iter().enumerate() {
-            for (other, obj, j) in &seen_ranges {
-                if r.overlaps(other) {
-                    let field = format!(
-                        "{}[{i}]",
-                        field_of(&d.object, "addresses", "spec.addresses")
-                    );
-                    if *obj == &d.object {
-                        errors.push(ConfigError {
-                            object: d.object.clone(),
-                            field,
-                            message: format!(
-                                "range {r} overlaps range {other} (addresses[{j}]) of the same pool"
-                            ),
-                        });
-                    } else {
-                        // Both objects are reported: either may be the one to fix,
-                        // and each shows up in its own `kubectl describe`.
-                        errors.push(ConfigError {
-                            object: d.object.clone(),
-                            field,
-                            message: format!("range {r} overlaps range {other} of {obj}"),
-                        });
-                        errors.push(ConfigError {
-                            object: (*obj).clone(),
-                            field: format!("{}[{j}]", field_of(obj, "addresses", "spec.addresses")),
-                            message: format!("range {other} overlaps range {r} of {}", d.object),
-                        });
-                    }
-                }
+/// Pools with unique names; a later duplicate is refused. The drafts' pools move into
+/// `cfg` (not copies: with 100,000 pools, a copy is tens of MB).
+fn insert_pools(cfg: &mut Config, pools: Vec<PoolDraft>, errors: &mut ErrorList) {
+    let mut defined_by: BTreeMap<&str, &ObjectRef> = BTreeMap::new();
+    let mut first = Vec::with_capacity(pools.len());
+    for d in &pools {
+        let name = d.pool.name.as_str();
+        let is_first = match defined_by.get(name) {
+            Some(other) => {
+                errors.push(ConfigError {
+                    object: d.object.clone(),
+                    field: field_of(&d.object, "name", "metadata.name").into(),
+                    message: format!("duplicate pool name {name:?} (also defined by {other})"),
+                });
+                false
             }
-            seen_ranges.push((*r, &d.object, i));
+            None => {
+                defined_by.insert(name, &d.object);
+                true
+            }
+        };
+        first.push(is_first);
+    }
+    drop(defined_by);
+    for (d, first) in pools.into_iter().zip(first) {
+        if first {
+            cfg.pools.insert(d.pool.name.clone(), d.pool);
         }
     }
 }
@@ -153,7 +132,7 @@ fn check_overlaps(pools: &[PoolDraft], errors: &mut Vec<ConfigError>) {
 fn insert_bfd_profiles(
     cfg: &mut Config,
     bfd: Vec<(ObjectRef, BfdProfile)>,
-    errors: &mut Vec<ConfigError>,
+    errors: &mut ErrorList,
 ) {
     for (object, p) in bfd {
         if cfg.bfd_profiles.contains_key(&p.name) {
@@ -169,7 +148,7 @@ fn insert_bfd_profiles(
 }
 
 /// Peers, unique by name and by address (or interface) within a VRF.
-fn insert_peers(cfg: &mut Config, peers: Vec<(ObjectRef, BgpPeer)>, errors: &mut Vec<ConfigError>) {
+fn insert_peers(cfg: &mut Config, peers: Vec<(ObjectRef, BgpPeer)>, errors: &mut ErrorList) {
     let mut peer_keys: BTreeMap<(String, Option<String>), ObjectRef> = BTreeMap::new();
     for (object, p) in peers {
         let mut sink = Sink {
@@ -213,7 +192,7 @@ fn insert_peers(cfg: &mut Config, peers: Vec<(ObjectRef, BgpPeer)>, errors: &mut
 fn insert_l2_advertisements(
     cfg: &mut Config,
     l2: Vec<AdvDraft<L2Advertisement>>,
-    errors: &mut Vec<ConfigError>,
+    errors: &mut ErrorList,
 ) {
     for mut d in l2 {
         let mut sink = Sink {
@@ -244,7 +223,7 @@ fn insert_bgp_advertisements(
     cfg: &mut Config,
     bgp_adv: Vec<BgpAdvDraft>,
     aliases: &BTreeMap<String, (ObjectRef, CommunityValue)>,
-    errors: &mut Vec<ConfigError>,
+    errors: &mut ErrorList,
 ) {
     for d in bgp_adv {
         let legacy = matches!(d.object, ObjectRef::Legacy { .. });
@@ -346,9 +325,11 @@ fn resolve_pools(
             );
         }
     }
-    for p in pools.values() {
-        if sels.iter().any(|s| s.matches(&p.labels)) {
-            out.insert(p.name.clone());
+    if !sels.is_empty() {
+        for p in pools.values() {
+            if sels.iter().any(|s| s.matches(&p.labels)) {
+                out.insert(p.name.clone());
+            }
         }
     }
     if names.is_empty() && sels.is_empty() && all_if_empty {

@@ -121,7 +121,7 @@ impl Drafts {
         if p.name.is_empty() {
             sink.push("name", "missing pool name");
         }
-        let ranges = parse_ranges(&p.addresses, "addresses", &mut sink);
+        let (ranges, addresses_index) = parse_ranges(&p.addresses, "addresses", &mut sink);
         let pool = Pool {
             name: p.name.clone(),
             ranges,
@@ -196,7 +196,11 @@ impl Drafts {
                 format!("unknown protocol {other:?} (expected layer2 or bgp)"),
             ),
         }
-        self.pools.push(PoolDraft { object, pool });
+        self.pools.push(PoolDraft {
+            object,
+            pool,
+            addresses_index,
+        });
     }
 }
 

@@ -10,12 +10,13 @@
 //!
 //! - `types`: the normalized types and [`Sources`].
 //! - `build`: the steps of [`Config::build`]; `legacy` and `resources` turn each kind
-//!   of source into drafts.
+//!   of source into drafts; `overlap` finds overlapping ranges.
 //! - `bgp`, `peer`: BGP advertisements, communities, BFD profiles and peers.
 
 mod bgp;
 mod build;
 mod legacy;
+mod overlap;
 mod peer;
 mod resources;
 mod types;

@@ -41,7 +41,8 @@ impl Drafts {
             errors: &mut self.errors,
         };
         check_object_name(&p.name_any(), &mut sink);
-        let ranges = parse_ranges(&p.spec.addresses, "spec.addresses", &mut sink);
+        let (ranges, addresses_index) =
+            parse_ranges(&p.spec.addresses, "spec.addresses", &mut sink);
         let allocation = p
             .spec
             .service_allocation
@@ -49,6 +50,7 @@ impl Drafts {
             .map(|a| service_allocation(a, &mut sink));
         self.pools.push(PoolDraft {
             object,
+            addresses_index,
             pool: Pool {
                 name: p.name_any(),
                 ranges,
@@ -206,19 +208,25 @@ pub(super) fn check_object_name(name: &str, sink: &mut Sink<'_>) {
     }
 }
 
-pub(super) fn parse_ranges(addresses: &[String], field: &str, sink: &mut Sink<'_>) -> Vec<IpRange> {
+/// A pool's ranges, sorted, each with its index in `addresses` (errors name the range
+/// as the user wrote it).
+pub(super) fn parse_ranges(
+    addresses: &[String],
+    field: &str,
+    sink: &mut Sink<'_>,
+) -> (Vec<IpRange>, Vec<usize>) {
     if addresses.is_empty() {
         sink.push(field, "a pool needs at least one address range");
     }
-    let mut out: Vec<IpRange> = Vec::new();
+    let mut out: Vec<(IpRange, usize)> = Vec::new();
     for (i, a) in addresses.iter().enumerate() {
         match a.parse::<IpRange>() {
-            Ok(r) => out.push(r),
+            Ok(r) => out.push((r, i)),
             Err(e) => sink.push(format!("{field}[{i}]"), e.to_string()),
         }
     }
     out.sort();
-    out
+    out.into_iter().unzip()
 }
 
 pub(super) fn selectors(
