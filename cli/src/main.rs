@@ -3,6 +3,7 @@
 //! the artefacts that are derived from Rust types (CRD YAML).
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -92,13 +93,33 @@ fn main() -> ExitCode {
 }
 
 fn read_file(path: &Path) -> Result<load::Loaded, Failure> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| Failure::Unreadable(format!("{}: cannot read: {e}", path.display())))?;
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Failure::Unreadable(format!("{}: cannot read: {e}", path.display()))
+    };
+    // One byte past the limit is enough to refuse, without reading a huge file whole.
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| {
+            f.take(load::MAX_YAML_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| unreadable(&e))?;
+    if bytes.len() > load::MAX_YAML_BYTES {
+        return Err(Failure::Unreadable(format!(
+            "{}: refused: larger than the limit of {} bytes",
+            path.display(),
+            load::MAX_YAML_BYTES
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| unreadable(&e))?;
     load::from_yaml(&text).map_err(|e| match e {
         load::LoadError::Syntax { line, message } => Failure::Unreadable(format!(
             "{}:{line}: not a YAML Kubernetes object: {message}",
             path.display()
         )),
+        load::LoadError::OverLimit(message) => {
+            Failure::Unreadable(format!("{}: refused: {message}", path.display()))
+        }
     })
 }
 

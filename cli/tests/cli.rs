@@ -197,3 +197,37 @@ fn a_thousand_overlapping_pools_print_a_bounded_summary() {
         "{stderr}"
     );
 }
+
+#[test]
+fn input_past_the_limits_is_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+    )
+    .unwrap();
+    let out = ferrolb(&["config", "validate", deep.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "deep.yaml: refused: line 1: collections nested deeper than the limit of 128 levels"
+        ),
+        "{stderr}"
+    );
+
+    // Sparse: nothing is written, and only one byte past the limit is read.
+    let big = dir.path().join("big.yaml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let out = ferrolb(&["config", "validate", big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("big.yaml: refused: larger than the limit of 67108864 bytes"),
+        "{stderr}"
+    );
+}
