@@ -7,10 +7,13 @@
 //! and configuration errors found while reading a well-formed object (wrong field types,
 //! unknown fields), which are [`ConfigError`]s like every validation error.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
-use kube_core::CustomResourceExt;
+use kube_core::{CustomResourceExt, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -318,7 +321,7 @@ pub fn parse_legacy(text: &str) -> Result<LegacyConfig, (String, String)> {
 }
 
 /// Deserializes a typed object, reporting type errors and unknown fields with their path.
-fn typed<T: DeserializeOwned + CustomResourceExt>(
+fn typed<T: DeserializeOwned + CustomResourceExt + Resource<DynamicType = ()>>(
     mut value: Value,
     object: &ObjectRef,
     errors: &mut Vec<ConfigError>,
@@ -331,17 +334,8 @@ fn typed<T: DeserializeOwned + CustomResourceExt>(
     }
     // The API server prunes fields its schema does not know; a file does not, and an
     // unknown field there is nearly always a typo that would silently change nothing.
-    let crd = T::crd();
-    if let Some(schema) = crd
-        .spec
-        .versions
-        .first()
-        .and_then(|v| v.schema.as_ref())
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .and_then(|s| s.properties.as_ref())
-        .and_then(|p| p.get("spec"))
-    {
-        for path in unknown_fields(value.get("spec"), schema, "spec") {
+    if let Some(schema) = spec_schema::<T>() {
+        for path in unknown_fields(value.get("spec"), &schema, "spec") {
             errors.push(ConfigError {
                 object: object.clone(),
                 field: path,
@@ -360,6 +354,30 @@ fn typed<T: DeserializeOwned + CustomResourceExt>(
             None
         }
     }
+}
+
+/// The schema of `T`'s spec, made once per kind: making it costs far more than reading
+/// an object (once per object, 100,000 pools took a minute).
+fn spec_schema<T: CustomResourceExt + Resource<DynamicType = ()>>() -> Option<Arc<JSONSchemaProps>>
+{
+    static SCHEMAS: Mutex<BTreeMap<String, Option<Arc<JSONSchemaProps>>>> =
+        Mutex::new(BTreeMap::new());
+    let mut schemas = SCHEMAS.lock().unwrap_or_else(PoisonError::into_inner);
+    schemas
+        .entry(T::kind(&()).into_owned())
+        .or_insert_with(|| {
+            T::crd()
+                .spec
+                .versions
+                .first()
+                .and_then(|v| v.schema.as_ref())
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| s.properties.as_ref())
+                .and_then(|p| p.get("spec"))
+                .cloned()
+                .map(Arc::new)
+        })
+        .clone()
 }
 
 /// Paths in `value` that `schema` does not declare, as the API server would prune them.
