@@ -47,7 +47,7 @@ fn find(pools: &[PoolDraft]) -> (Vec<Span>, Vec<Found>) {
     let spans = spans(pools);
     let mut found = vec![Found::default(); spans.len()];
     for (lo, hi) in runs(&spans, |s| s.family) {
-        sweep_others(&spans[lo..hi], lo, &mut found[lo..hi]);
+        sweep(&spans[lo..hi], lo, &mut found[lo..hi]);
     }
     // The same sweep per pool finds the siblings; its counts are also what the
     // whole-family counts above included and must not count as other pools.
@@ -57,7 +57,7 @@ fn find(pools: &[PoolDraft]) -> (Vec<Span>, Vec<Found>) {
         let ids = &by_owner[lo..hi];
         let own: Vec<Span> = ids.iter().map(|&i| spans[i]).collect();
         let mut own_found = vec![Found::default(); own.len()];
-        let same = sweep_others(&own, 0, &mut own_found);
+        let same = sweep(&own, 0, &mut own_found);
         for (k, &i) in ids.iter().enumerate() {
             found[i].others -= same[k];
             found[i].earlier_siblings = own_found[k].earlier_siblings;
@@ -88,8 +88,8 @@ fn spans(pools: &[PoolDraft]) -> Vec<Span> {
     spans
 }
 
-/// For each draft, a number for its object: 0, 1, ... in object order, equal for equal
-/// objects.
+/// For each draft, a number for its object, the same for equal objects: the position of
+/// the first of them in object order.
 fn owners(pools: &[PoolDraft]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..pools.len()).collect();
     order.sort_by(|&a, &b| pools[a].object.cmp(&pools[b].object));
@@ -119,7 +119,7 @@ fn runs<T, K: PartialEq>(items: &[T], key: impl Fn(&T) -> K) -> Vec<(usize, usiz
 /// (returned, and stored in `others` with an example of another owner), and how many
 /// spans of the same owner overlap it from before (`earlier_siblings`, with the one
 /// that reaches furthest as example). Examples are indices plus `offset`.
-fn sweep_others(spans: &[Span], offset: usize, found: &mut [Found]) -> Vec<usize> {
+fn sweep(spans: &[Span], offset: usize, found: &mut [Found]) -> Vec<usize> {
     let mut ends: Vec<u128> = spans.iter().map(|s| s.end).collect();
     ends.sort_unstable();
     // For each span, the next one of another owner: the later span of another owner
