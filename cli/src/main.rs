@@ -38,7 +38,8 @@ enum ConfigCmd {
     ///
     /// Each FILE is YAML: the legacy ConfigMap (data key `config`), metallb.io objects,
     /// or a mix, in one or several documents. Exit status: 0 valid, 1 invalid (every
-    /// error is printed), 2 a file could not be read or is not YAML.
+    /// error is printed, or the first 100 and how many more), 2 a file could not be
+    /// read, is not YAML, or is past the size (64 MiB) or nesting (128 levels) limit.
     Validate {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
