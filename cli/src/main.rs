@@ -3,12 +3,13 @@
 //! the artefacts that are derived from Rust types (CRD YAML).
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferrolb_config::{Config, Sources, convert, crd, legacy, load};
+use ferrolb_config::{Config, ConfigErrors, Sources, convert, crd, legacy, load};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,7 +38,8 @@ enum ConfigCmd {
     ///
     /// Each FILE is YAML: the legacy ConfigMap (data key `config`), metallb.io objects,
     /// or a mix, in one or several documents. Exit status: 0 valid, 1 invalid (every
-    /// error is printed), 2 a file could not be read or is not YAML.
+    /// error is printed, or the first 100 and how many more), 2 a file could not be
+    /// read, is not YAML, or is past the size (64 MiB) or nesting (128 levels) limit.
     Validate {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -92,13 +94,33 @@ fn main() -> ExitCode {
 }
 
 fn read_file(path: &Path) -> Result<load::Loaded, Failure> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| Failure::Unreadable(format!("{}: cannot read: {e}", path.display())))?;
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Failure::Unreadable(format!("{}: cannot read: {e}", path.display()))
+    };
+    // One byte past the limit is enough to refuse, without reading a huge file whole.
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| {
+            f.take(load::MAX_YAML_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| unreadable(&e))?;
+    if bytes.len() > load::MAX_YAML_BYTES {
+        return Err(Failure::Unreadable(format!(
+            "{}: refused: larger than the limit of {} bytes",
+            path.display(),
+            load::MAX_YAML_BYTES
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| unreadable(&e))?;
     load::from_yaml(&text).map_err(|e| match e {
         load::LoadError::Syntax { line, message } => Failure::Unreadable(format!(
             "{}:{line}: not a YAML Kubernetes object: {message}",
             path.display()
         )),
+        load::LoadError::OverLimit(message) => {
+            Failure::Unreadable(format!("{}: refused: {message}", path.display()))
+        }
     })
 }
 
@@ -128,16 +150,15 @@ fn validate(files: &[PathBuf]) -> Result<(), Failure> {
         )));
     }
     // Objects that failed to read are missing from `sources`; building anyway finds the
-    // other errors, so a person sees them all in one run.
+    // other errors, so a person sees them all in one run (the first ones, past a limit).
     let built = Config::build(&sources);
-    if let Err(e) = &built {
-        errors.extend(e.0.iter().cloned());
-    }
+    let errors = match &built {
+        Err(e) => e.clone().merged(errors),
+        Ok(_) => ConfigErrors::new(errors),
+    };
     if !errors.is_empty() {
-        errors.sort();
-        errors.dedup();
-        let mut msg = format!("invalid configuration: {} error(s)", errors.len());
-        for e in &errors {
+        let mut msg = format!("invalid configuration: {} error(s)", errors.total());
+        for e in errors.iter() {
             msg.push_str(&format!("\n  error: {e}"));
         }
         return Err(Failure::Invalid(msg));
@@ -191,7 +212,7 @@ fn convert_file(path: &Path, namespace: Option<&str>) -> Result<(), Failure> {
     let loaded = read_file(path)?;
     if !loaded.errors.is_empty() {
         let mut msg = format!("cannot convert {}:", path.display());
-        for e in &loaded.errors {
+        for e in ConfigErrors::new(loaded.errors).iter() {
             msg.push_str(&format!("\n  error: {e}"));
         }
         return Err(Failure::Invalid(msg));
@@ -207,7 +228,7 @@ fn convert_file(path: &Path, namespace: Option<&str>) -> Result<(), Failure> {
     if let Err(e) = Config::build(&loaded.sources) {
         let mut msg = format!(
             "refusing to convert an invalid configuration ({} error(s)):",
-            e.0.len()
+            e.total()
         );
         for e in e.iter() {
             msg.push_str(&format!("\n  error: {e}"));

@@ -173,3 +173,61 @@ fn help_names_the_commands() {
     let s = text(&out.stdout);
     assert!(s.contains("validate") && s.contains("convert"), "{s}");
 }
+
+#[test]
+fn a_thousand_overlapping_pools_print_a_bounded_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("overlap.yaml");
+    let pools: String = (0..1000)
+        .map(|i| format!("---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: p{i:04}}}\nspec: {{addresses: [198.51.100.0/24]}}\n"))
+        .collect();
+    std::fs::write(&f, pools).unwrap();
+    let out = ferrolb(&["config", "validate", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines[0], "invalid configuration: 1000 error(s)");
+    assert_eq!(lines.len(), 101, "{stderr}");
+    assert!(
+        lines[1].starts_with("  error: IPAddressPool/p0000: spec.addresses[0]: range 198.51.100.0/24 overlaps range 198.51.100.0/24 of IPAddressPool/p0001 (and 998 more"),
+        "{stderr}"
+    );
+    assert!(
+        lines[100].ends_with("(and 900 more errors not shown)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn input_past_the_limits_is_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+    )
+    .unwrap();
+    let out = ferrolb(&["config", "validate", deep.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "deep.yaml: refused: line 1: collections nested deeper than the limit of 128 levels"
+        ),
+        "{stderr}"
+    );
+
+    // Sparse: nothing is written, and only one byte past the limit is read.
+    let big = dir.path().join("big.yaml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let out = ferrolb(&["config", "validate", big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("big.yaml: refused: larger than the limit of 67108864 bytes"),
+        "{stderr}"
+    );
+}

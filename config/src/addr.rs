@@ -34,6 +34,14 @@ impl Family {
             Family::V6 => 128,
         }
     }
+
+    /// 0 for IPv4, 1 for IPv6: the index of this family in per-family arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Family::V4 => 0,
+            Family::V6 => 1,
+        }
+    }
 }
 
 impl fmt::Display for Family {
@@ -295,6 +303,23 @@ mod tests {
             "198.51.100.1-2001:db8::1".parse::<IpRange>(),
             Err(RangeError::MixedFamilies(_))
         ));
+    }
+
+    #[test]
+    fn new_refuses_mixed_families_and_reversed_ends() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(matches!(
+            IpRange::new(ip("198.18.0.1"), ip("::1")),
+            Err(RangeError::MixedFamilies(_))
+        ));
+        assert!(matches!(
+            IpRange::new(ip("198.18.0.2"), ip("198.18.0.1")),
+            Err(RangeError::Reversed(_))
+        ));
+        assert_eq!(
+            IpRange::new(ip("198.18.0.1"), ip("198.18.0.1")),
+            Ok(IpRange::single(ip("198.18.0.1")))
+        );
     }
 
     #[test]

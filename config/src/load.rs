@@ -7,10 +7,13 @@
 //! and configuration errors found while reading a well-formed object (wrong field types,
 //! unknown fields), which are [`ConfigError`]s like every validation error.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
-use kube_core::CustomResourceExt;
+use kube_core::{CustomResourceExt, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -19,11 +22,112 @@ use crate::error::{ConfigError, ObjectRef};
 use crate::legacy::{self, LegacyConfig};
 use crate::model::Sources;
 
+/// The largest YAML text read. The API server keeps no object over about 1.5 MiB (a
+/// ConfigMap's data at most 1 MiB), and a file with 100,000 pools is about 15 MB: the limit
+/// is far above both, and bounds what the parser allocates (several times the text).
+pub const MAX_YAML_BYTES: usize = 64 << 20;
+
+/// The deepest nesting of collections read. A ferrolb object nests 7 levels (a List's
+/// items, spec, serviceAllocation, serviceSelectors, matchExpressions, values); the
+/// parser refuses more than 128 levels itself, but only after reading the whole document,
+/// and flow collections (`[[[...`) cost it time quadratic in their depth (100,000 levels:
+/// 45 s), so they are counted before parsing.
+pub const MAX_YAML_DEPTH: usize = 128;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
     /// The text is not YAML at all.
     #[error("line {line}: {message}")]
     Syntax { line: usize, message: String },
+    /// The text is past [`MAX_YAML_BYTES`] or [`MAX_YAML_DEPTH`]: refused unread.
+    #[error("{0}")]
+    OverLimit(String),
+}
+
+/// Refuses a text past [`MAX_YAML_BYTES`] or nesting flow collections past
+/// [`MAX_YAML_DEPTH`], in one pass over it.
+fn check_limits(text: &str) -> Result<(), String> {
+    check_limits_of(text, MAX_YAML_BYTES, MAX_YAML_DEPTH)
+}
+
+fn check_limits_of(text: &str, max_bytes: usize, max_depth: usize) -> Result<(), String> {
+    if text.len() > max_bytes {
+        return Err(format!(
+            "the text is {} bytes, more than the limit of {max_bytes} bytes",
+            text.len()
+        ));
+    }
+    match deep_flow_line(text, max_depth) {
+        Some(line) => Err(format!(
+            "line {line}: collections nested deeper than the limit of {max_depth} levels"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The line where flow collections (`[`, `{`) first nest deeper than `max_depth`.
+///
+/// Counts the brackets that start a token (at the start of a line, after a space, or after
+/// a flow indicator inside a flow collection) outside quoted scalars and comments: the
+/// parser's flow collections, and possibly brackets in block scalars, which can only make
+/// the count larger. Block
+/// collections are left to the parser, which refuses them past 128 levels in linear time.
+fn deep_flow_line(text: &str, max_depth: usize) -> Option<usize> {
+    #[derive(PartialEq)]
+    enum In {
+        Plain,
+        Comment,
+        Single,
+        Double,
+    }
+    let mut state = In::Plain;
+    let mut depth = 0usize;
+    let mut line = 1;
+    let mut prev = b'\n';
+    let mut escaped = false;
+    for &c in text.as_bytes() {
+        // Inside a flow collection its indicators end a token; elsewhere (`a[1]`, `a,[`)
+        // they are part of a plain scalar.
+        let token_start = matches!(prev, b' ' | b'\t' | b'\n' | b'\r')
+            || (depth > 0 && matches!(prev, b'[' | b'{' | b',' | b':'));
+        match state {
+            In::Comment if c == b'\n' => state = In::Plain,
+            In::Comment => {}
+            In::Single if c == b'\'' => state = In::Plain,
+            In::Single => {}
+            In::Double if escaped => escaped = false,
+            In::Double if c == b'\\' => escaped = true,
+            In::Double if c == b'"' => state = In::Plain,
+            In::Double => {}
+            In::Plain => match c {
+                b'#' if matches!(prev, b' ' | b'\t' | b'\n' | b'\r') => state = In::Comment,
+                b'\'' if token_start => state = In::Single,
+                b'"' if token_start => state = In::Double,
+                b'[' | b'{' if token_start => {
+                    depth += 1;
+                    if depth > max_depth {
+                        return Some(line);
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        if c == b'\n' {
+            line += 1;
+        }
+        prev = c;
+    }
+    None
+}
+
+/// The parser's own refusal of deep block nesting, said as the limit it is.
+fn depth_message(message: String) -> String {
+    if message.starts_with("recursion limit exceeded") {
+        format!("collections nested deeper than the limit of {MAX_YAML_DEPTH} levels")
+    } else {
+        message
+    }
 }
 
 /// What a text held.
@@ -67,6 +171,7 @@ fn documents(text: &str) -> Vec<(usize, String)> {
 
 /// Parses every document of a YAML text.
 pub fn from_yaml(text: &str) -> Result<Loaded, LoadError> {
+    check_limits(text).map_err(LoadError::OverLimit)?;
     let mut out = Loaded::default();
     for (first_line, doc) in documents(text) {
         let value: Value = match serde_norway::from_str::<Option<Value>>(&doc) {
@@ -78,7 +183,7 @@ pub fn from_yaml(text: &str) -> Result<Loaded, LoadError> {
                     .map_or(first_line, |l| first_line + l.line() - 1);
                 return Err(LoadError::Syntax {
                     line,
-                    message: strip_location(&e.to_string()),
+                    message: depth_message(strip_location(&e.to_string())),
                 });
             }
         };
@@ -188,6 +293,7 @@ pub fn add_object(value: Value, out: &mut Loaded) -> Result<(), String> {
 
 /// Parses the legacy ConfigMap's `config` text. `Err((field, message))`.
 pub fn parse_legacy(text: &str) -> Result<LegacyConfig, (String, String)> {
+    check_limits(text).map_err(|message| (legacy::DATA_KEY.to_string(), message))?;
     let de = serde_norway::Deserializer::from_str(text);
     match serde_path_to_error::deserialize::<_, Option<LegacyConfig>>(de) {
         Ok(v) => Ok(v.unwrap_or_default()),
@@ -205,14 +311,17 @@ pub fn parse_legacy(text: &str) -> Result<LegacyConfig, (String, String)> {
             };
             Err((
                 field,
-                format!("{}{line}", strip_location(&inner.to_string())),
+                format!(
+                    "{}{line}",
+                    depth_message(strip_location(&inner.to_string()))
+                ),
             ))
         }
     }
 }
 
 /// Deserializes a typed object, reporting type errors and unknown fields with their path.
-fn typed<T: DeserializeOwned + CustomResourceExt>(
+fn typed<T: DeserializeOwned + CustomResourceExt + Resource<DynamicType = ()>>(
     mut value: Value,
     object: &ObjectRef,
     errors: &mut Vec<ConfigError>,
@@ -225,17 +334,8 @@ fn typed<T: DeserializeOwned + CustomResourceExt>(
     }
     // The API server prunes fields its schema does not know; a file does not, and an
     // unknown field there is nearly always a typo that would silently change nothing.
-    let crd = T::crd();
-    if let Some(schema) = crd
-        .spec
-        .versions
-        .first()
-        .and_then(|v| v.schema.as_ref())
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .and_then(|s| s.properties.as_ref())
-        .and_then(|p| p.get("spec"))
-    {
-        for path in unknown_fields(value.get("spec"), schema, "spec") {
+    if let Some(schema) = spec_schema::<T>() {
+        for path in unknown_fields(value.get("spec"), &schema, "spec") {
             errors.push(ConfigError {
                 object: object.clone(),
                 field: path,
@@ -254,6 +354,30 @@ fn typed<T: DeserializeOwned + CustomResourceExt>(
             None
         }
     }
+}
+
+/// The schema of `T`'s spec, made once per kind: making it costs far more than reading
+/// an object (once per object, 100,000 pools took a minute).
+fn spec_schema<T: CustomResourceExt + Resource<DynamicType = ()>>() -> Option<Arc<JSONSchemaProps>>
+{
+    static SCHEMAS: Mutex<BTreeMap<String, Option<Arc<JSONSchemaProps>>>> =
+        Mutex::new(BTreeMap::new());
+    let mut schemas = SCHEMAS.lock().unwrap_or_else(PoisonError::into_inner);
+    schemas
+        .entry(T::kind(&()).into_owned())
+        .or_insert_with(|| {
+            T::crd()
+                .spec
+                .versions
+                .first()
+                .and_then(|v| v.schema.as_ref())
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| s.properties.as_ref())
+                .and_then(|p| p.get("spec"))
+                .cloned()
+                .map(Arc::new)
+        })
+        .clone()
 }
 
 /// Paths in `value` that `schema` does not declare, as the API server would prune them.
@@ -337,6 +461,55 @@ mod tests {
         assert!(err.1.contains("line 5"), "{err:?}");
         let err = parse_legacy("address-pools:\n- name: a\n  protocl: layer2\n").unwrap_err();
         assert!(err.1.contains("unknown field `protocl`"), "{err:?}");
+    }
+
+    #[test]
+    fn flow_nesting_past_the_limit_is_refused_before_parsing() {
+        let deep = format!("a:\n  b: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        match from_yaml(&deep) {
+            Err(LoadError::OverLimit(m)) => assert_eq!(
+                m,
+                "line 2: collections nested deeper than the limit of 128 levels"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let (field, message) =
+            parse_legacy(&format!("peers: {}{}", "[".repeat(200), "]".repeat(200))).unwrap_err();
+        assert_eq!(field, "config");
+        assert!(message.contains("limit of 128 levels"), "{message}");
+        // Block nesting is the parser's to refuse; the message names the same limit.
+        let block = format!("a:\n{}x\n", "- ".repeat(200));
+        match from_yaml(&block) {
+            Err(LoadError::Syntax { message, .. }) => assert_eq!(
+                message,
+                "collections nested deeper than the limit of 128 levels"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn counts_only_brackets_that_open_flow_collections() {
+        assert_eq!(deep_flow_line(&"[".repeat(128), 128), None);
+        assert_eq!(
+            deep_flow_line(&format!("\n{}", "{".repeat(129)), 128),
+            Some(2)
+        );
+        let not_nesting = "a: '[[[[' # [[[[\nb: x[[[[, y]\nc: \"[[\\\"[[\"\nd: [[1], [2]]\n";
+        assert_eq!(deep_flow_line(not_nesting, 2), None);
+        assert_eq!(deep_flow_line(not_nesting, 1), Some(4));
+    }
+
+    #[test]
+    fn text_past_the_size_limit_is_refused() {
+        assert_eq!(check_limits_of("a: 1\n", 5, 1), Ok(()));
+        assert_eq!(
+            check_limits_of("a: 12\n", 5, 1),
+            Err("the text is 6 bytes, more than the limit of 5 bytes".into())
+        );
+        let big = " ".repeat(MAX_YAML_BYTES + 1);
+        assert!(matches!(from_yaml(&big), Err(LoadError::OverLimit(_))));
+        assert_eq!(parse_legacy(&big).unwrap_err().0, "config");
     }
 
     #[test]

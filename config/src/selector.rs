@@ -228,17 +228,17 @@ pub fn dns1123_subdomain_error(v: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{ConfigError, ObjectRef};
+    use crate::error::{ConfigError, ErrorList, ObjectRef};
 
     fn sel(yaml: &str) -> (Option<Selector>, Vec<ConfigError>) {
         let ls: LabelSelector = serde_norway::from_str(yaml).unwrap();
-        let mut errors = vec![];
+        let mut errors = ErrorList::default();
         let mut sink = Sink {
             object: ObjectRef::resource("L2Advertisement", "x"),
             errors: &mut errors,
         };
         let s = parse(&ls, "spec.nodeSelectors[0]", &mut sink);
-        (s, errors)
+        (s, errors.found().to_vec())
     }
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -286,7 +286,7 @@ mod tests {
             "matchLabels: {zone: a}\nmatchExpressions:\n- {key: tier, operator: In, values: [db, web]}\n",
         );
         let s = s.unwrap();
-        let mut errors = vec![];
+        let mut errors = ErrorList::default();
         let mut sink = Sink {
             object: ObjectRef::resource("x", "y"),
             errors: &mut errors,

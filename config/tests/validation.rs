@@ -3,6 +3,7 @@
 
 use std::fs;
 
+use ferrolb_config::error::MAX_REPORTED_ERRORS;
 use ferrolb_config::{Config, Family, load};
 
 /// Loads YAML and builds it; returns the `Config` or every error as text.
@@ -136,6 +137,56 @@ fn overlaps_within_a_pool_and_across_sources() {
         &[
             "ConfigMap metallb-system/config: address-pools[0] (\"old\"): addresses[0]:",
             "overlaps range 198.51.100.16/28 of IPAddressPool/new",
+        ],
+    );
+}
+
+#[test]
+fn a_range_in_a_thousand_pools_gives_one_error_per_pool_capped() {
+    let text: String = (0..1000)
+        .map(|i| pool(&format!("p{i:04}"), "[198.51.100.0/24]"))
+        .collect();
+    let loaded = load::from_yaml(&text).unwrap();
+    let e = Config::build(&loaded.sources).unwrap_err();
+    assert_eq!(e.total(), 1000);
+    assert_eq!(e.0.len(), MAX_REPORTED_ERRORS);
+    for (i, err) in e.iter().enumerate() {
+        assert_eq!(err.object.to_string(), format!("IPAddressPool/p{i:04}"));
+        assert_eq!(err.field, "spec.addresses[0]");
+        assert!(
+            err.message.starts_with(
+                "range 198.51.100.0/24 overlaps range 198.51.100.0/24 of IPAddressPool/p"
+            ) && err
+                .message
+                .contains("(and 998 more overlaps with other pools)"),
+            "{err}"
+        );
+    }
+    assert!(
+        e.0.last()
+            .unwrap()
+            .message
+            .ends_with("(and 900 more errors not shown)")
+    );
+    assert!(e.to_string().starts_with("1000 configuration error(s)\n"));
+}
+
+#[test]
+fn overlap_errors_name_the_range_as_written() {
+    let text = pool("a", "[198.51.100.0/24]")
+        + &pool("b", "[198.51.100.128/25, 198.51.100.0/26]")
+        + &pool("c", "[203.0.113.64/26, 203.0.113.0/24]");
+    let e = errors(&text);
+    has(
+        &e,
+        &[
+            "IPAddressPool/b: spec.addresses[0]: range 198.51.100.128/25 overlaps range 198.51.100.0/24 of IPAddressPool/a (and 1 more overlaps with other pools)",
+        ],
+    );
+    has(
+        &e,
+        &[
+            "IPAddressPool/c: spec.addresses[0]: range 203.0.113.64/26 overlaps range 203.0.113.0/24 (addresses[1]) of the same pool",
         ],
     );
 }

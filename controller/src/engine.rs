@@ -18,10 +18,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ferrolb_config::annotations::{self, ServiceAnnotations};
-use ferrolb_config::model::Pool as ConfigPool;
+use ferrolb_config::model::Pool;
 use ferrolb_config::{Config, Family};
 
-use crate::allocator::{self, AllocError, Allocator, Proto, Sharing};
+use crate::allocator::{AllocError, Allocator, Proto, Sharing};
 use waiting::{Considered, Waiting};
 
 pub use ferrolb_config::ServiceKey;
@@ -135,31 +135,6 @@ pub struct Engine {
     waiting: Waiting,
 }
 
-/// Config pools to allocator pools.
-fn allocator_pools(cfg: &Config) -> Vec<allocator::Pool> {
-    cfg.pools
-        .values()
-        .map(|p| {
-            let ranges = p
-                .ranges
-                .iter()
-                .map(|r| {
-                    allocator::IpRange::new(r.start(), r.end())
-                        .expect("validated ranges are ordered and of one family")
-                })
-                .collect();
-            allocator::Pool::new(p.name.clone(), ranges, p.avoid_buggy_ips)
-        })
-        .collect()
-}
-
-fn alloc_family(f: Family) -> allocator::Family {
-    match f {
-        Family::V4 => allocator::Family::V4,
-        Family::V6 => allocator::Family::V6,
-    }
-}
-
 impl Engine {
     /// An engine for Services of `lb_class` (none: Services without a class).
     pub fn new(lb_class: Option<String>) -> Self {
@@ -189,7 +164,7 @@ impl Engine {
     pub fn set_config(&mut self, cfg: Config) -> BTreeMap<ServiceKey, Vec<IpAddr>> {
         let evicted = self
             .alloc
-            .set_pools(allocator_pools(&cfg))
+            .set_pools(cfg.pools.values().cloned().collect())
             .expect("Config::build already refused overlapping or duplicate pools");
         self.config = Some(Arc::new(cfg));
         self.waiting.config_changed();
@@ -494,12 +469,10 @@ impl Engine {
                 .iter()
                 .filter(|f| !have.contains(f) && req.ips.is_empty());
             for fam in gain {
-                if let Ok(ip) = self.alloc.allocate_next(
-                    pool,
-                    alloc_family(*fam),
-                    svc.key.clone(),
-                    req.sharing.clone(),
-                ) {
+                if let Ok(ip) =
+                    self.alloc
+                        .allocate_next(pool, *fam, svc.key.clone(), req.sharing.clone())
+                {
                     ips.push(ip);
                 }
             }
@@ -626,7 +599,7 @@ impl Engine {
             return Ok((got, pool_name.unwrap_or_default()));
         }
 
-        let candidates: Vec<&ConfigPool> = match &req.pool {
+        let candidates: Vec<&Pool> = match &req.pool {
             Some(p) => cfg.pools.get(p).into_iter().collect(),
             None => self.candidate_pools(svc, cfg),
         };
@@ -660,12 +633,10 @@ impl Engine {
             let mut got = Vec::new();
             let mut failed = None;
             for fam in &want {
-                match self.alloc.allocate_next(
-                    &pool.name,
-                    alloc_family(*fam),
-                    key.clone(),
-                    req.sharing.clone(),
-                ) {
+                match self
+                    .alloc
+                    .allocate_next(&pool.name, *fam, key.clone(), req.sharing.clone())
+                {
                     Ok(ip) => got.push(ip),
                     Err(e) => {
                         failed = Some(e);
@@ -692,11 +663,11 @@ impl Engine {
     /// Pools that may serve the Service without being named, in MetalLB's order:
     /// pools whose serviceAllocation matches it (by priority, lower first; unset
     /// last), then pools without serviceAllocation; ties by name.
-    fn candidate_pools<'c>(&self, svc: &ServiceView, cfg: &'c Config) -> Vec<&'c ConfigPool> {
+    fn candidate_pools<'c>(&self, svc: &ServiceView, cfg: &'c Config) -> Vec<&'c Pool> {
         let ns_labels = self.namespaces.get(&svc.key.namespace);
         let empty = BTreeMap::new();
         let ns_labels = ns_labels.unwrap_or(&empty);
-        let mut v: Vec<(&'c ConfigPool, (u8, i64))> = cfg
+        let mut v: Vec<(&'c Pool, (u8, i64))> = cfg
             .pools
             .values()
             .filter(|p| p.auto_assign)
@@ -719,9 +690,9 @@ impl Engine {
 
 /// Families the Service may hold given a pool: `spec.ipFamilies` (the primary only for
 /// SingleStack) intersected with the families the pool has.
-fn wanted_families(svc: &ServiceView, pool: Option<&ConfigPool>) -> BTreeSet<Family> {
+fn wanted_families(svc: &ServiceView, pool: Option<&Pool>) -> BTreeSet<Family> {
     let fams = families(svc);
-    let pool_fams = pool.map(ConfigPool::families).unwrap_or_default();
+    let pool_fams = pool.map(Pool::families).unwrap_or_default();
     let fams: Vec<Family> = match svc.family_policy {
         FamilyPolicy::SingleStack => fams.into_iter().take(1).collect(),
         _ => fams,

@@ -22,8 +22,7 @@ pub fn v4_16() -> Pool {
 
 /// 198.19.0.0/16 with avoidBuggyIPs on: 256 * 254 = 65,024 addresses.
 pub fn v4_16_avoid_buggy() -> Pool {
-    let net = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0));
-    Pool::new(POOL, vec![IpRange::cidr(net, 16).unwrap()], true)
+    Pool::new(POOL, vec!["10.1.0.0/16".parse().unwrap()], true)
 }
 
 /// 198.19.0.1-198.19.15.254: a /20 minus network and broadcast, 4,094
@@ -36,8 +35,7 @@ pub fn v4_20() -> Pool {
 
 /// 2001:db8::/64.
 pub fn v6_64() -> Pool {
-    let net = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0));
-    Pool::new(POOL, vec![IpRange::cidr(net, 64).unwrap()], false)
+    Pool::new(POOL, vec!["2001:db8::/64".parse().unwrap()], false)
 }
 
 pub fn keys(n: usize) -> Vec<String> {

@@ -14,7 +14,7 @@ use std::fmt::Display;
 use std::net::IpAddr;
 
 use super::types::Addr;
-use super::{AllocError, ConfigError, Family, Pool, ShareConflict, Sharing, Stats, validate};
+use super::{AllocError, Family, Pool, PoolSetError, ShareConflict, Sharing, Stats, validate};
 
 /// Naive allocator; see the module docs.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct LinearAllocator<K> {
 }
 
 impl<K: Ord + Clone + Display> LinearAllocator<K> {
-    pub fn new(pools: Vec<Pool>) -> Result<LinearAllocator<K>, ConfigError> {
+    pub fn new(pools: Vec<Pool>) -> Result<LinearAllocator<K>, PoolSetError> {
         validate(&pools)?;
         Ok(LinearAllocator {
             pools,
@@ -35,7 +35,10 @@ impl<K: Ord + Clone + Display> LinearAllocator<K> {
         })
     }
 
-    pub fn set_pools(&mut self, pools: Vec<Pool>) -> Result<BTreeMap<K, Vec<IpAddr>>, ConfigError> {
+    pub fn set_pools(
+        &mut self,
+        pools: Vec<Pool>,
+    ) -> Result<BTreeMap<K, Vec<IpAddr>>, PoolSetError> {
         validate(&pools)?;
         self.pools = pools;
         let mut gone: Vec<Addr> = self

@@ -1,11 +1,12 @@
 //! Pure address allocator: which service key holds which pool address.
 //!
-//! Model: a [`Pool`] is a name plus disjoint inclusive address ranges of
-//! either family; with `avoid_buggy_ips`, IPv4 addresses ending in .0/.255
-//! are never handed out. Services are identified by an opaque key `K` (e.g.
-//! `namespace/name`). An address is held by one key, or by several keys
-//! that agree to share it (see [`Sharing`]); it is free again when the last
-//! holder releases it. Allocation is deterministic: the lowest address that
+//! Model: a [`Pool`] (the configuration's own) is a name plus disjoint
+//! inclusive address ranges of either family; with `avoid_buggy_ips`, IPv4
+//! addresses ending in .0/.255 are never handed out. Its policy fields
+//! (`auto_assign`, `allocation`) are for the caller, not bookkeeping.
+//! Services are identified by an opaque key `K` (e.g. `namespace/name`). An
+//! address is held by one key, or by several keys that agree to share it
+//! (see [`Sharing`]); it is free again when the last holder releases it. Allocation is deterministic: the lowest address that
 //! is free or shareable wins, as in MetalLB.
 //!
 //! Cost: per pool and family, the free addresses are kept as a set of
@@ -34,9 +35,11 @@ use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::fmt::{self, Display};
 use std::net::IpAddr;
 
+pub use ferrolb_config::model::Pool;
+pub use ferrolb_config::{Family, IpRange};
 use slots::{FreeSet, SlotMap};
 use types::Addr;
-pub use types::{AllocError, ConfigError, Family, IpRange, Pool, Proto, ShareConflict, Sharing};
+pub use types::{AllocError, PoolSetError, Proto, ShareConflict, Sharing};
 
 /// Exact address counts of a pool (or of all pools) in one family.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,7 +82,7 @@ struct Layout {
 }
 
 impl Layout {
-    fn build(pools: Vec<Pool>) -> Result<Layout, ConfigError> {
+    fn build(pools: Vec<Pool>) -> Result<Layout, PoolSetError> {
         validate(&pools)?;
         let mut by_name = BTreeMap::new();
         let mut ranges = BTreeMap::new();
@@ -133,20 +136,18 @@ impl Layout {
     }
 }
 
-/// Checks what the allocator relies on: unique pool names and disjoint,
-/// well-formed ranges across all pools. `ferrolb-config` validates the same
-/// rules for users; this re-check keeps the allocator's invariants local.
-pub(crate) fn validate(pools: &[Pool]) -> Result<(), ConfigError> {
+/// Checks what the allocator relies on: unique pool names and disjoint ranges
+/// across all pools. `ferrolb-config` validates the same rules for users; this
+/// re-check keeps the allocator's invariants local.
+pub(crate) fn validate(pools: &[Pool]) -> Result<(), PoolSetError> {
     let mut names = BTreeSet::new();
     let mut all: Vec<(Addr, Addr, &str, IpRange)> = Vec::new();
     for pool in pools {
         if !names.insert(pool.name.as_str()) {
-            return Err(ConfigError::DuplicatePool(pool.name.clone()));
+            return Err(PoolSetError::DuplicatePool(pool.name.clone()));
         }
         for r in &pool.ranges {
-            // Ranges built by hand bypass IpRange::new, so re-check them.
-            let r = IpRange::new(r.start(), r.end())?;
-            all.push((Addr::from(r.start()), Addr::from(r.end()), &pool.name, r));
+            all.push((Addr::from(r.start()), Addr::from(r.end()), &pool.name, *r));
         }
     }
     all.sort();
@@ -154,7 +155,7 @@ pub(crate) fn validate(pools: &[Pool]) -> Result<(), ConfigError> {
         let (_, end_a, pool_a, a) = &pair[0];
         let (start_b, _, pool_b, b) = &pair[1];
         if start_b <= end_a {
-            return Err(ConfigError::Overlap {
+            return Err(PoolSetError::Overlap {
                 pool_a: pool_a.to_string(),
                 a: *a,
                 pool_b: pool_b.to_string(),
@@ -194,7 +195,7 @@ pub struct Allocator<K> {
 
 impl<K: Ord + Clone + Display> Allocator<K> {
     /// An allocator over `pools` with nothing held.
-    pub fn new(pools: Vec<Pool>) -> Result<Allocator<K>, ConfigError> {
+    pub fn new(pools: Vec<Pool>) -> Result<Allocator<K>, PoolSetError> {
         Ok(Allocator {
             layout: Layout::build(pools)?,
             held: BTreeMap::new(),
@@ -207,7 +208,10 @@ impl<K: Ord + Clone + Display> Allocator<K> {
     /// usable in some pool stays with its holders (possibly now counted in
     /// another pool); the others are released and returned per key, and the
     /// caller must clear them from those services. On error nothing changes.
-    pub fn set_pools(&mut self, pools: Vec<Pool>) -> Result<BTreeMap<K, Vec<IpAddr>>, ConfigError> {
+    pub fn set_pools(
+        &mut self,
+        pools: Vec<Pool>,
+    ) -> Result<BTreeMap<K, Vec<IpAddr>>, PoolSetError> {
         let mut layout = Layout::build(pools)?;
         let mut evicted: BTreeMap<K, Vec<IpAddr>> = BTreeMap::new();
         let held = std::mem::take(&mut self.held);

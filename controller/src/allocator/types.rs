@@ -1,43 +1,13 @@
 //! Value types shared by the fast allocator and the linear reference one:
-//! address families, pool configuration, sharing descriptors and errors.
+//! addresses as numbers, sharing descriptors and errors. Families, ranges and
+//! pools are `ferrolb_config`'s.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Address family. IPv4 and IPv6 live in separate numeric spaces so that an
-/// IPv4 address is never confused with the IPv6 address of the same value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    /// The family of `ip`.
-    pub fn of(ip: IpAddr) -> Family {
-        match ip {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        match self {
-            Family::V4 => 0,
-            Family::V6 => 1,
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        })
-    }
-}
+use ferrolb_config::addr::to_u128;
+use ferrolb_config::{Family, IpRange};
 
 /// An address as (family, value). Ordering is family first, so IPv4 sorts
 /// before IPv6 and each family is contiguous in ordered maps.
@@ -70,94 +40,7 @@ impl Addr {
 
 impl From<IpAddr> for Addr {
     fn from(ip: IpAddr) -> Addr {
-        match ip {
-            IpAddr::V4(v4) => Addr::new(Family::V4, u128::from(u32::from(v4))),
-            IpAddr::V6(v6) => Addr::new(Family::V6, u128::from(v6)),
-        }
-    }
-}
-
-/// An inclusive range of addresses of one family, `start <= end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct IpRange {
-    start: IpAddr,
-    end: IpAddr,
-}
-
-impl IpRange {
-    /// The inclusive range `start..=end`.
-    pub fn new(start: IpAddr, end: IpAddr) -> Result<IpRange, ConfigError> {
-        if Family::of(start) != Family::of(end) {
-            return Err(ConfigError::MixedFamilies { start, end });
-        }
-        if Addr::from(start) > Addr::from(end) {
-            return Err(ConfigError::StartAfterEnd { start, end });
-        }
-        Ok(IpRange { start, end })
-    }
-
-    /// Every address of the prefix `ip/prefix_len`, network and broadcast
-    /// addresses included (MetalLB hands those out too unless avoidBuggyIPs).
-    pub fn cidr(ip: IpAddr, prefix_len: u8) -> Result<IpRange, ConfigError> {
-        let bits: u32 = match ip {
-            IpAddr::V4(_) => 32,
-            IpAddr::V6(_) => 128,
-        };
-        if u32::from(prefix_len) > bits {
-            return Err(ConfigError::PrefixTooLong { ip, prefix_len });
-        }
-        let host_bits = bits - u32::from(prefix_len);
-        // checked_shl: a /0 has 128 host bits, which a plain shift rejects.
-        let host_mask = 1u128.checked_shl(host_bits).map_or(u128::MAX, |v| v - 1);
-        let family = Family::of(ip);
-        let base = Addr::from(ip).value & !host_mask;
-        let last = base | host_mask;
-        Ok(IpRange {
-            start: Addr::new(family, base).ip(),
-            end: Addr::new(family, last).ip(),
-        })
-    }
-
-    pub fn start(&self) -> IpAddr {
-        self.start
-    }
-
-    pub fn end(&self) -> IpAddr {
-        self.end
-    }
-
-    pub fn family(&self) -> Family {
-        Family::of(self.start)
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let a = Addr::from(ip);
-        Addr::from(self.start) <= a && a <= Addr::from(self.end)
-    }
-}
-
-impl fmt::Display for IpRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.start, self.end)
-    }
-}
-
-/// One address pool as the allocator sees it. `autoAssign` and the
-/// namespace/service selectors are policy for the caller, not bookkeeping.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pool {
-    pub name: String,
-    pub ranges: Vec<IpRange>,
-    pub avoid_buggy_ips: bool,
-}
-
-impl Pool {
-    pub fn new(name: impl Into<String>, ranges: Vec<IpRange>, avoid_buggy_ips: bool) -> Pool {
-        Pool {
-            name: name.into(),
-            ranges,
-            avoid_buggy_ips,
-        }
+        Addr::new(Family::of(&ip), to_u128(ip))
     }
 }
 
@@ -253,15 +136,11 @@ pub enum ShareConflict {
     PortClash { proto: Proto, port: u16 },
 }
 
-/// A pool configuration the allocator refuses.
+/// A set of pools the allocator refuses: it relies on unique names and disjoint
+/// ranges, which `Config::build` guarantees for a configuration but a caller
+/// building pools by hand may not.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("range {start}-{end} mixes IPv4 and IPv6")]
-    MixedFamilies { start: IpAddr, end: IpAddr },
-    #[error("range {start}-{end} starts after it ends")]
-    StartAfterEnd { start: IpAddr, end: IpAddr },
-    #[error("prefix length {prefix_len} is too long for {ip}")]
-    PrefixTooLong { ip: IpAddr, prefix_len: u8 },
+pub enum PoolSetError {
     #[error("pool name {0:?} is used twice")]
     DuplicatePool(String),
     #[error("range {a} of pool {pool_a:?} overlaps range {b} of pool {pool_b:?}")]
