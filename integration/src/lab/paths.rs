@@ -34,6 +34,7 @@ pub(crate) const STATE_ENTRIES: &[&str] = &[
     "nodes",
     "kubeconfig",
     "forward.port",
+    "faults",
 ];
 
 /// Paths of one lab.
@@ -104,6 +105,15 @@ impl LabPaths {
     /// Pid file of daemon `name`.
     pub fn pid_file(&self, name: &str) -> PathBuf {
         self.pids().join(format!("{name}.pid"))
+    }
+    /// Records of the faults the lab made that live outside the kernel.
+    pub fn faults(&self) -> PathBuf {
+        self.state.join("faults")
+    }
+    /// Present while the control plane is stopped on purpose; holds since
+    /// when (unix seconds).
+    pub fn control_plane_stopped(&self) -> PathBuf {
+        self.faults().join("control-plane-stopped")
     }
     /// State directory of node agent `node`.
     pub fn node_dir(&self, node: &str) -> PathBuf {
