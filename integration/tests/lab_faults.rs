@@ -1,13 +1,12 @@
 //! The lab's fault primitives, each shown to take effect and to go away:
-//! dropped and lost UDP datagrams between chosen hosts (nftables in their
-//! namespaces), a control plane stopped and started again with the same
+//! dropped, lost and delayed UDP datagrams between chosen hosts (nftables
+//! and a relay in their namespaces), a control plane stopped and started again with the same
 //! objects, a node cut off the API server while the segment and its UDP
 //! traffic stay, and the `lab fault` command line. Every lab is removed with
 //! a fault still in force, and nothing may be left over, in particular no
 //! fault table in the root namespace.
 //!
-//! Needs root and, for the control-plane tests, the Go harness; fails,
-//! never skips, without them. Uses the machine's one lab.
+//! Needs root and the Go harness; fails, never skips, without them. Uses the machine's one lab.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use ferrolb_integration::lab::{
 };
 use ferrolb_integration::testkit::{
     self as kit, MEMBERSHIP_PORT, active_faults, add_fault, dropped_by, remove_fault,
-    udp_datagrams_through,
+    udp_datagrams_through, udp_transit_times,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
@@ -146,8 +145,65 @@ async fn datagrams_are_dropped_and_lost_between_chosen_hosts_until_removed() {
     assert_eq!(lab.remove_traffic_faults().unwrap(), 1);
     assert_eq!(through("w1-k8s", "w2-k8s", MEMBERSHIP_PORT), PROBE);
 
-    // Torn down with a fault in force.
+    // 50 ms more for what w1 sends on the port, through the relay.
+    let median = |mut t: Vec<Duration>| {
+        t.sort();
+        t[t.len() / 2]
+    };
+    let transit = |from: &str, to: &str| udp_transit_times(&lab, from, to, MEMBERSHIP_PORT, 50);
+    let before = transit("w1-k8s", "w2-k8s");
+    assert_eq!(before.len(), 50);
+    let slow = TrafficFault {
+        name: "slow-w1".into(),
+        effect: Effect::Delay(Duration::from_millis(50)),
+        direction: Direction::Out,
+        ..membership_drop_on("w1-k8s")
+    };
+    add_fault(&lab, &slow);
+    let delayed = transit("w1-k8s", "w2-k8s");
+    let back = transit("w2-k8s", "w1-k8s");
+    eprintln!(
+        "figure: 50 ms delay: one-way median {:?} before, {:?} with the delay (min {:?}, max {:?}); the other way {:?}",
+        median(before.clone()),
+        median(delayed.clone()),
+        delayed.iter().min(),
+        delayed.iter().max(),
+        median(back.clone()),
+    );
+    assert_eq!(delayed.len(), 50, "datagrams lost through the relay");
+    assert!(
+        delayed.iter().all(|d| *d >= Duration::from_millis(50)),
+        "{delayed:?}"
+    );
+    assert!(median(delayed) < Duration::from_millis(80));
+    assert!(
+        median(back) < Duration::from_millis(20),
+        "the other way is slow"
+    );
+    assert!(lab.daemon_running("delay-w1-k8s").unwrap());
+    let second = TrafficFault {
+        name: "slower-w1".into(),
+        ..slow.clone()
+    };
+    assert!(lab.add_traffic_fault(&second).is_err(), "two delays on w1");
+    remove_fault(&lab, "slow-w1");
+    assert!(!lab.daemon_running("delay-w1-k8s").unwrap(), "relay left");
+    let device = Command::new("ip")
+        .args(["-n", "flb-w1-k8s", "link", "show", "flb-delay"])
+        .output()
+        .unwrap();
+    assert!(!device.status.success(), "the relay's device is left");
+    assert!(median(transit("w1-k8s", "w2-k8s")) < Duration::from_millis(20));
+
+    // Torn down with faults in force, a relay among them.
     add_fault(&lab, &membership_drop_on("w1-k8s"));
+    add_fault(
+        &lab,
+        &TrafficFault {
+            hosts: vec!["w2-k8s".into()],
+            ..slow
+        },
+    );
     down_leaves_nothing(lab);
 }
 
@@ -336,6 +392,31 @@ fn the_command_line_adds_lists_and_removes_faults() {
         status.contains("faults:") && status.contains("lossy:"),
         "{status}"
     );
+    ok(&[
+        "fault",
+        "traffic",
+        "slow",
+        "--on",
+        "w2-k8s",
+        "--udp",
+        "7946",
+        "--delay",
+        "50ms",
+        "--direction",
+        "out",
+    ]);
+    let list = ok(&["fault", "list"]);
+    assert!(
+        list.contains("50 ms delay of udp/7946 w2-k8s -> m-k8s,w1-k8s"),
+        "{list}"
+    );
+    assert!(
+        ok(&["status"]).contains("delay-w2-k8s"),
+        "the relay is not listed"
+    );
+    fails(&[
+        "fault", "traffic", "bad", "--on", "w1-k8s", "--udp", "1", "--delay", "50ms",
+    ]);
     fails(&[
         "fault", "traffic", "bad", "--on", "w1-k8s", "--udp", "1", "--loss", "100",
     ]);
@@ -349,6 +430,12 @@ fn the_command_line_adds_lists_and_removes_faults() {
     assert!(fails(&["fault", "remove", "w1-udp"]).contains("no traffic fault named"));
     let list = ok(&["fault", "list"]);
     assert!(!list.contains("w1-udp") && list.contains("lossy"), "{list}");
+
+    ok(&["fault", "remove", "slow"]);
+    assert!(
+        !ok(&["status"]).contains("delay-w2-k8s"),
+        "the relay is left"
+    );
 
     // Down with "lossy" in force.
     ok(&["down"]);

@@ -56,7 +56,7 @@ enum Command {
         #[command(subcommand)]
         what: Restart,
     },
-    /// Break the lab on purpose: stop the control plane, drop or lose packets, cut a node off the API server.
+    /// Break the lab on purpose: stop the control plane, drop, lose or delay packets, cut a node off the API server.
     Fault {
         #[command(subcommand)]
         what: Fault,
@@ -110,7 +110,7 @@ enum Fault {
     },
     /// Start the stopped control plane again and wait until it is ready.
     StartControlPlane,
-    /// Drop or lose the packets of one port between hosts (nftables inside their namespaces).
+    /// Drop, lose or delay the packets of one port between hosts (inside their namespaces).
     Traffic(TrafficArgs),
     /// Drop a node's traffic to and from the API server; the segment and the membership stay.
     CutApi {
@@ -147,11 +147,14 @@ struct TrafficArgs {
     #[arg(long)]
     tcp: Option<u16>,
     /// Drop every matched packet.
-    #[arg(long, required_unless_present = "loss", conflicts_with = "loss")]
+    #[arg(long, required_unless_present_any = ["loss", "delay"], conflicts_with_all = ["loss", "delay"])]
     drop: bool,
     /// Drop each matched packet with this probability, in percent (e.g. 10).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "delay")]
     loss: Option<f64>,
+    /// Hold each packet a host sends this long (e.g. 50ms; needs --direction out).
+    #[arg(long, value_parser = parse_millis)]
+    delay: Option<Duration>,
     /// Which packets of each host: sent (out), received (in) or both.
     #[arg(long, value_enum, default_value = "both")]
     direction: Way,
@@ -176,9 +179,10 @@ impl TrafficArgs {
             peers: self.peers.clone(),
             transport,
             port,
-            effect: match self.loss {
-                Some(p) => Effect::Loss(p),
-                None => Effect::Drop,
+            effect: match (self.loss, self.delay) {
+                (Some(p), _) => Effect::Loss(p),
+                (None, Some(d)) => Effect::Delay(d),
+                (None, None) => Effect::Drop,
             },
             direction: match self.direction {
                 Way::Out => Direction::Out,
@@ -238,6 +242,14 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .parse::<u64>()
         .map(Duration::from_secs)
         .map_err(|_| format!("{s:?}: expected whole seconds such as 20s"))
+}
+
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    let digits = s.strip_suffix("ms").unwrap_or(s);
+    digits
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{s:?}: expected whole milliseconds such as 50ms"))
 }
 
 impl UpArgs {

@@ -85,35 +85,47 @@ pub fn membership_fault(name: &str, effect: Effect, direction: Direction) -> Tra
 /// that port in `to`. Bounded: the receiver waits at most 1 s after the
 /// last datagram.
 pub fn udp_datagrams_through(lab: &Lab, from: &str, to: &str, port: u16, count: u32) -> u32 {
+    udp_transit_times(lab, from, to, port, count).len() as u32
+}
+
+/// [`udp_datagrams_through`], returning how long each datagram that
+/// arrived took (both ends read the same clock: the lab is one machine),
+/// in the order they were sent.
+pub fn udp_transit_times(lab: &Lab, from: &str, to: &str, port: u16, count: u32) -> Vec<Duration> {
     let topo = lab.topology();
     let src_ns = topo.host(from).expect("sending host").netns();
     let dst = topo.host(to).expect("receiving host");
     let target = SocketAddr::from((dst.ipv4, port));
     let nonce = format!(
-        "flb-fault-probe-{}-{:?}",
+        "flb-fault-probe-{}-{:?}:",
         std::process::id(),
         Instant::now()
     );
     let (bound_tx, bound_rx) = mpsc::channel();
     let (sent_tx, sent_rx) = mpsc::channel::<Instant>();
-    let expect = nonce.clone();
+    let prefix = nonce.clone();
     let receiver = spawn_in_netns(&dst.netns(), move || {
         let sock = UdpSocket::bind(("0.0.0.0", port))
             .unwrap_or_else(|e| panic!("bind UDP port {port} in the receiving host: {e}"));
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("read timeout");
         bound_tx.send(()).expect("signal bound");
-        let mut got = 0;
+        let mut arrived: Vec<(u32, Instant)> = Vec::new();
         let mut sent_at: Option<Instant> = None;
         let start = Instant::now();
         let mut buf = [0u8; 256];
         loop {
-            if let Ok((n, _)) = sock.recv_from(&mut buf)
-                && buf[..n] == *expect.as_bytes()
-            {
-                got += 1;
-                if got == count {
-                    break;
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                let at = Instant::now();
+                if let Some(i) = std::str::from_utf8(&buf[..n])
+                    .ok()
+                    .and_then(|t| t.strip_prefix(prefix.as_str()))
+                    .and_then(|i| i.parse().ok())
+                {
+                    arrived.push((i, at));
+                    if arrived.len() == count as usize {
+                        break;
+                    }
                 }
             }
             if sent_at.is_none() {
@@ -124,22 +136,32 @@ pub fn udp_datagrams_through(lab: &Lab, from: &str, to: &str, port: u16, count: 
                 break;
             }
         }
-        got
+        arrived
     });
     bound_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the receiver did not bind");
-    spawn_in_netns(&src_ns, move || {
+    let sent: Vec<Instant> = spawn_in_netns(&src_ns, move || {
         let sock = UdpSocket::bind(("0.0.0.0", 0)).expect("bind sender");
-        for _ in 0..count {
-            // A dropped datagram fails nothing on the sender's side, but a
-            // rejected one may report an error: both mean "did not pass".
-            let _ = sock.send_to(nonce.as_bytes(), target);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        (0..count)
+            .map(|i| {
+                let at = Instant::now();
+                // A dropped datagram fails nothing on the sender's side, but
+                // a rejected one may report an error: both mean "did not
+                // pass".
+                let _ = sock.send_to(format!("{nonce}{i}").as_bytes(), target);
+                std::thread::sleep(Duration::from_millis(1));
+                at
+            })
+            .collect()
     })
     .join()
     .expect("sender thread");
     let _ = sent_tx.send(Instant::now());
-    receiver.join().expect("receiver thread")
+    let mut arrived = receiver.join().expect("receiver thread");
+    arrived.sort_by_key(|(i, _)| *i);
+    arrived
+        .into_iter()
+        .filter_map(|(i, at)| Some(at - *sent.get(i as usize)?))
+        .collect()
 }

@@ -24,9 +24,9 @@
 //! - [`frames`]: raw ARP frames sent and received inside lab namespaces only
 //!   (a thread enters the namespace; nothing leaves the lab), and the `ip`
 //!   command.
-//! - [`faults`]: the lab's faults (a stopped control plane, dropped or lost
-//!   packets, a node cut off the API server) and UDP datagrams that show
-//!   whether a port passes.
+//! - [`faults`]: the lab's faults (a stopped control plane, dropped, lost or
+//!   delayed packets, a node cut off the API server) and UDP datagrams that
+//!   show whether a port passes, and how fast.
 //! - [`stats`]: percentiles and figures for the benchmarks.
 
 pub mod api;
@@ -43,6 +43,7 @@ pub use api::*;
 pub use faults::{
     MEMBERSHIP_PORT, active_faults, add_fault, cut_from_api, dropped_by, membership_fault,
     remove_fault, start_control_plane, stop_control_plane, udp_datagrams_through,
+    udp_transit_times,
 };
 pub use frames::{PacketSock, arp_answerers, arp_ask, arp_request, ip, mac_of, node_of_mac};
 pub use node::*;

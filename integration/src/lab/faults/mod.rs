@@ -1,11 +1,13 @@
 //! What the tests do to the lab on purpose: fail a node and recover it,
 //! crash a daemon, restart ferrolb's controller and speakers (here); stop
-//! the control plane for a while ([`control_plane`]); drop or lose packets
-//! of one port between hosts, or cut a node off the API server
-//! ([`traffic`], with the nftables text in [`rules`]). [`ActiveFault`] is
+//! the control plane for a while ([`control_plane`]); drop, lose or delay
+//! packets of one port between hosts, or cut a node off the API server
+//! ([`traffic`], with the nftables text in [`rules`] and the relay of a
+//! delay in [`delay`]). [`ActiveFault`] is
 //! what `lab status` lists.
 
 mod control_plane;
+mod delay;
 pub mod rules;
 mod traffic;
 

@@ -11,14 +11,28 @@
 //! `effect` at most once per hook, so a loss rate is not applied twice. The
 //! table's comment says what the fault is; removing the table removes the
 //! fault.
+//!
+//! A delay has no nftables verdict (and this machine's kernel has no
+//! `sch_netem`): its base chain is a `route` chain that marks the packets
+//! with [`DELAY_MARK`], which a policy rule routes into the TUN device of a
+//! relay that holds them (see [`delay`](super::delay)); the relay sends them
+//! on with [`RELAYED_MARK`], which the chain lets pass.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 /// Prefix of the nftables table of every traffic fault.
 pub const TABLE_PREFIX: &str = "flb_fault_";
 /// Longest fault name.
 const NAME_MAX: usize = 40;
+/// Mark of the packets a delay fault routes into its relay (bits that
+/// kube-proxy's 0x4000 and 0x8000 leave alone).
+pub const DELAY_MARK: u32 = 0x0010_0000;
+/// Mark of the packets the relay sends on: they are not marked again.
+pub const RELAYED_MARK: u32 = 0x0020_0000;
+/// Longest delay.
+const DELAY_MAX: Duration = Duration::from_secs(10);
 
 /// The transport protocol whose port a traffic fault matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +61,9 @@ pub enum Effect {
     /// Each packet is dropped with this probability, in percent (resolution
     /// 0.01 %, strictly between 0 and 100).
     Loss(f64),
+    /// Each packet a host sends is held this long (whole milliseconds, at
+    /// most 10 s) before it leaves; only for [`Direction::Out`].
+    Delay(Duration),
 }
 
 /// Which of a host's packets a traffic fault applies to.
@@ -102,13 +119,30 @@ impl TrafficFault {
         if self.peers.is_empty() {
             return Err(format!("fault {}: no peers", self.name));
         }
-        if let Effect::Loss(p) = self.effect {
-            let bp = basis_points(p);
-            if !(p.is_finite() && bp > 0 && bp < 10_000) {
-                return Err(format!(
-                    "fault {}: loss {p}% is not strictly between 0 and 100 (use a drop for 100%)",
-                    self.name
-                ));
+        match self.effect {
+            Effect::Drop => {}
+            Effect::Loss(p) => {
+                let bp = basis_points(p);
+                if !(p.is_finite() && bp > 0 && bp < 10_000) {
+                    return Err(format!(
+                        "fault {}: loss {p}% is not strictly between 0 and 100 (use a drop for 100%)",
+                        self.name
+                    ));
+                }
+            }
+            Effect::Delay(d) => {
+                if d.is_zero() || d > DELAY_MAX || d.subsec_nanos() % 1_000_000 != 0 {
+                    return Err(format!(
+                        "fault {}: delay {d:?} is not a whole number of milliseconds in 1 ms..={DELAY_MAX:?}",
+                        self.name
+                    ));
+                }
+                if self.direction != Direction::Out {
+                    return Err(format!(
+                        "fault {}: a delay applies to the packets a host sends (direction out)",
+                        self.name
+                    ));
+                }
             }
         }
         Ok(())
@@ -120,6 +154,7 @@ impl TrafficFault {
         let effect = match self.effect {
             Effect::Drop => "drop".to_owned(),
             Effect::Loss(p) => format!("{p}% loss of"),
+            Effect::Delay(d) => format!("{} ms delay of", d.as_millis()),
         };
         let peers: Vec<&str> = self
             .peers
@@ -181,31 +216,50 @@ pub fn ruleset(
         "add table {table} {{ comment \"{comment}\" ; }}\n"
     ));
     s.push_str(&format!("add chain {table} effect\n"));
-    s.push_str(&format!("add rule {table} effect counter\n"));
-    match fault.effect {
-        Effect::Drop => s.push_str(&format!("add rule {table} effect counter drop\n")),
-        Effect::Loss(p) => s.push_str(&format!(
-            "add rule {table} effect numgen random mod 10000 < {} counter drop\n",
-            basis_points(p)
-        )),
-    }
-    let hooks: &[(&str, &str, &str)] = match fault.direction {
-        Direction::Out => &[("out", "output", "daddr")],
-        Direction::In => &[("in", "input", "saddr")],
-        Direction::Both => &[("out", "output", "daddr"), ("in", "input", "saddr")],
+    // The base chains: name, hook, address matched, what the chain is.
+    let mut hooks: Vec<(&str, &str, &str, &str)> = match fault.direction {
+        Direction::Out => vec![("out", "output", "daddr", "filter")],
+        Direction::In => vec![("in", "input", "saddr", "filter")],
+        Direction::Both => vec![
+            ("out", "output", "daddr", "filter"),
+            ("in", "input", "saddr", "filter"),
+        ],
     };
+    let mut guard = String::new();
+    match fault.effect {
+        Effect::Drop => {
+            s.push_str(&format!("add rule {table} effect counter\n"));
+            s.push_str(&format!("add rule {table} effect counter drop\n"));
+        }
+        Effect::Loss(p) => {
+            s.push_str(&format!("add rule {table} effect counter\n"));
+            s.push_str(&format!(
+                "add rule {table} effect numgen random mod 10000 < {} counter drop\n",
+                basis_points(p)
+            ));
+        }
+        Effect::Delay(_) => {
+            s.push_str(&format!(
+                "add rule {table} effect counter meta mark set meta mark or {DELAY_MARK:#010x}\n"
+            ));
+            // A mark changed in a route chain routes the packet again.
+            hooks = vec![("out", "output", "daddr", "route")];
+            guard = format!("meta mark and {RELAYED_MARK:#010x} == 0 ");
+        }
+    }
     let v4 = set(peers_v4);
     let v6 = set(peers_v6);
     let proto = fault.transport.as_str();
-    for (chain, hook, addr) in hooks {
+    for (chain, hook, addr, kind) in hooks {
+        let priority = if kind == "route" { "mangle" } else { "filter" };
         s.push_str(&format!(
-            "add chain {table} {chain} {{ type filter hook {hook} priority filter ; policy accept ; }}\n"
+            "add chain {table} {chain} {{ type {kind} hook {hook} priority {priority} ; policy accept ; }}\n"
         ));
         for (family, peers) in [("ip", &v4), ("ip6", &v6)] {
             let Some(peers) = peers else { continue };
             for port_side in ["dport", "sport"] {
                 s.push_str(&format!(
-                    "add rule {table} {chain} {family} {addr} {peers} {proto} {port_side} {} goto effect\n",
+                    "add rule {table} {chain} {guard}{family} {addr} {peers} {proto} {port_side} {} goto effect\n",
                     fault.port
                 ));
             }
@@ -221,6 +275,12 @@ fn set<T: fmt::Display>(addrs: &[T]) -> Option<String> {
     }
     let items: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     Some(format!("{{ {} }}", items.join(", ")))
+}
+
+/// Whether the text of `nft list table` is that of a delay fault (its
+/// packets go to a relay).
+pub fn is_delay(list_table: &str) -> bool {
+    list_table.contains("type route hook output")
 }
 
 /// The fault names among the tables `nft list tables` printed.
@@ -346,6 +406,31 @@ mod tests {
     }
 
     #[test]
+    fn a_delay_marks_what_was_not_relayed_yet() {
+        let f = TrafficFault {
+            effect: Effect::Delay(Duration::from_millis(50)),
+            ..membership_loss()
+        };
+        let s = ruleset(&f, "w2-k8s", &["192.0.2.101".parse().unwrap()], &[]);
+        let t = "inet flb_fault_membership-loss";
+        assert_eq!(
+            s,
+            format!(
+                "add table {t} {{ comment \"50 ms delay of udp/7946 w2-k8s -> w1-k8s\" ; }}\n\
+                 add chain {t} effect\n\
+                 add rule {t} effect counter meta mark set meta mark or 0x00100000\n\
+                 add chain {t} out {{ type route hook output priority mangle ; policy accept ; }}\n\
+                 add rule {t} out meta mark and 0x00200000 == 0 ip daddr {{ 192.0.2.101 }} udp dport 7946 goto effect\n\
+                 add rule {t} out meta mark and 0x00200000 == 0 ip daddr {{ 192.0.2.101 }} udp sport 7946 goto effect\n"
+            )
+        );
+        assert!(is_delay(
+            "table inet flb_fault_x {\n\tchain out {\n\t\ttype route hook output priority mangle; policy accept;\n"
+        ));
+        assert!(!is_delay(&ruleset(&membership_loss(), "w1-k8s", &[], &[])));
+    }
+
+    #[test]
     fn bad_faults_are_refused() {
         assert!(membership_loss().check().is_ok());
         for p in [0.0, 100.0, 0.001, -5.0, f64::NAN] {
@@ -359,6 +444,19 @@ mod tests {
             assert!(check_name(name).is_err(), "{name:?} accepted");
         }
         assert!(check_name("api-cut-w1-k8s").is_ok());
+        for (d, direction) in [
+            (Duration::ZERO, Direction::Out),
+            (Duration::from_micros(1500), Direction::Out),
+            (Duration::from_secs(11), Direction::Out),
+            (Duration::from_millis(50), Direction::Both),
+        ] {
+            let f = TrafficFault {
+                effect: Effect::Delay(d),
+                direction,
+                ..membership_loss()
+            };
+            assert!(f.check().is_err(), "delay {d:?} {direction:?} accepted");
+        }
         let no_peers = TrafficFault {
             peers: vec![],
             ..membership_loss()

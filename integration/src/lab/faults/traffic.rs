@@ -1,6 +1,7 @@
 //! Traffic faults on the lab: installing a [`TrafficFault`] in its hosts'
-//! namespaces, cutting a node off the API server, removing faults, and
-//! listing the active ones. Every rule lives in a lab host's namespace (`nft`
+//! namespaces (with a relay per host for a delay, see
+//! [`delay`](super::delay)), cutting a node off the API server, removing
+//! faults, and listing the active ones. Every rule lives in a lab host's namespace (`nft`
 //! runs through `ip netns exec`), never in the root namespace, so deleting
 //! the namespaces (`lab down`) removes whatever faults are left.
 
@@ -59,9 +60,17 @@ impl Lab {
                 Vec::new()
             };
             let script = rules::ruleset(fault, &h.name, &v4, &v6);
-            if let Err(e) = nft(h, &[script.as_str()]) {
+            let installed = match fault.effect {
+                Effect::Delay(d) => self.start_relay(h, d).and_then(|()| {
+                    nft(h, &[script.as_str()]).inspect_err(|_| {
+                        let _ = self.stop_relay(h);
+                    })
+                }),
+                _ => nft(h, &[script.as_str()]),
+            };
+            if let Err(e) = installed {
                 for d in done {
-                    let _ = delete_table(d, &fault.name);
+                    let _ = self.remove_from(d, &fault.name);
                 }
                 return Err(e);
             }
@@ -111,7 +120,7 @@ impl Lab {
         let mut found = false;
         for h in self.present_hosts()? {
             if active_on(h)?.iter().any(|n| n == name) {
-                delete_table(h, name)?;
+                self.remove_from(h, name)?;
                 found = true;
             }
         }
@@ -126,7 +135,7 @@ impl Lab {
         let mut names: Vec<String> = Vec::new();
         for h in self.present_hosts()? {
             for name in active_on(h)? {
-                delete_table(h, &name)?;
+                self.remove_from(h, &name)?;
                 if !names.contains(&name) {
                     names.push(name);
                 }
@@ -172,6 +181,18 @@ impl Lab {
         Ok(out)
     }
 
+    /// Removes fault `name` from `host`: its table, and the relay of a
+    /// delay.
+    fn remove_from(&self, host: &Host, name: &str) -> Result<()> {
+        let table = rules::table_name(name);
+        let delay = rules::is_delay(&nft(host, &["list", "table", "inet", &table])?);
+        nft(host, &["delete", "table", "inet", &table])?;
+        if delay {
+            self.stop_relay(host)?;
+        }
+        Ok(())
+    }
+
     /// The hosts named `names` (`all`: every node).
     fn hosts_of(&self, names: &[String]) -> Result<Vec<&Host>> {
         let mut hosts: Vec<&Host> = Vec::new();
@@ -207,8 +228,4 @@ fn nft(host: &Host, args: &[&str]) -> Result<String> {
 /// The traffic faults installed in `host`'s namespace.
 fn active_on(host: &Host) -> Result<Vec<String>> {
     Ok(rules::fault_names(&nft(host, &["list", "tables"])?))
-}
-
-fn delete_table(host: &Host, name: &str) -> Result<()> {
-    nft(host, &["delete", "table", "inet", &rules::table_name(name)]).map(drop)
 }
