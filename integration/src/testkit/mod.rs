@@ -27,9 +27,12 @@
 //! - [`faults`]: the lab's faults (a stopped control plane, dropped, lost or
 //!   delayed packets, a node cut off the API server) and UDP datagrams that
 //!   show whether a port passes, and how fast.
+//! - [`arp_watch`]: who answers ARP for a set of addresses, round after
+//!   round from the client, while a test breaks the lab.
 //! - [`stats`]: percentiles and figures for the benchmarks.
 
 pub mod api;
+pub mod arp_watch;
 pub mod faults;
 pub mod frames;
 pub mod node;
@@ -40,6 +43,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 pub use api::*;
+pub use arp_watch::{AddressRecord, ArpRecord, ArpWatch};
 pub use faults::{
     MEMBERSHIP_PORT, active_faults, add_fault, cut_from_api, dropped_by, membership_fault,
     remove_fault, start_control_plane, stop_control_plane, udp_datagrams_through,
