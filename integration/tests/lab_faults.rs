@@ -62,7 +62,7 @@ fn membership_drop_on(host: &str) -> TrafficFault {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn datagrams_are_dropped_and_lost_between_chosen_hosts_until_removed() {
+async fn datagrams_are_dropped_lost_and_delayed_between_chosen_hosts_until_removed() {
     assert!(
         !root_has_fault_tables(),
         "fault tables in the root namespace before the test"
