@@ -268,6 +268,14 @@ async fn a_stopped_control_plane_comes_back_with_its_objects() {
             .expect("nodes Ready after the outage");
     }
 
+    // `lab up` starts a stopped control plane, and then it is no fault.
+    kit::stop_control_plane(&lab, ControlPlaneStop::Crash);
+    Lab::ensure(lab.paths().clone(), lab.options().clone())
+        .await
+        .expect("lab up on a stopped control plane");
+    assert!(active_faults(&lab).is_empty(), "{:?}", active_faults(&lab));
+    assert_eq!(readyz("w1-k8s"), "ok");
+
     // Torn down while stopped: the marker goes with the state directory.
     kit::stop_control_plane(&lab, ControlPlaneStop::Crash);
     down_leaves_nothing(lab);

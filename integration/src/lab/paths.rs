@@ -2,7 +2,8 @@
 //!
 //! STATE (default `<repo>/.lab`, or `FERROLB_LAB_DIR`) holds the options
 //! the lab was brought up with, the control plane's data and kubeconfigs,
-//! one log and one pid file per daemon. Built artefacts follow the rules of
+//! one log and one pid file per daemon, and what the faults keep outside the
+//! kernel (a stopped control plane's marker, the delay relays' readiness). Built artefacts follow the rules of
 //! `scripts/paths.sh`, the shell's copy of these rules (a test checks that
 //! both agree): cargo's outputs in `$CARGO_TARGET_DIR` or `<repo>/target`,
 //! from the profile `$FERROLB_PROFILE` or else the newer build; the Go-built

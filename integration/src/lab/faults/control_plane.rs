@@ -64,18 +64,22 @@ impl Lab {
         process::start_if_needed(paths, &cp, &[paths.cp_ready()])?;
         self.wait_file(&paths.cp_ready(), &[&cp.name], limit)
             .await?;
-        let marker = paths.control_plane_stopped();
-        match fs::remove_file(&marker) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(LabError::Io {
-                    path: marker,
-                    source: e,
-                });
-            }
-            _ => {}
-        }
+        self.forget_control_plane_stop()?;
         tracing::info!("control plane started");
         Ok(())
+    }
+
+    /// Removes the marker of a stopped control plane, once it runs again
+    /// (also when `lab up` started it).
+    pub(in crate::lab) fn forget_control_plane_stop(&self) -> Result<()> {
+        let marker = self.paths.control_plane_stopped();
+        match fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LabError::Io {
+                path: marker,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Since when (unix seconds) the control plane has been stopped by
