@@ -31,6 +31,7 @@ var subcommands = []subcommand{
 	{"kube-proxy", "upstream kube-proxy for one node", runKubeProxy},
 	{"node-agent", "kubelet stand-in: registers the node, runs pods as netns + echo processes", runNodeAgent},
 	{"echo", "HTTP server answering with the pod name or the client address", runEcho},
+	{"delay", "holds the packets routed into a TUN device for a fixed time, then sends them on", runDelay},
 	// kubectl is dispatched before this table (it owns its own flags); listed for usage.
 	{"kubectl", "upstream kubectl of the lab's Kubernetes version (also via the kubectl symlink)", nil},
 }

@@ -5,7 +5,7 @@
 //! panicking helpers in [`testkit`].
 //!
 //! The `lab` binary drives the same library from the command line
-//! (`integration/lab up|env|exec|node-fail|node-recover|restart|status|down`).
+//! (`integration/lab up|env|exec|node-fail|node-recover|restart|fault|status|down`).
 
 pub mod e2e;
 pub mod lab;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrolb_integration::lab::{
-    IpFamily, Lab, LabOptions, LabPaths, ProxyMode, kubeapi, lock, teardown,
+    ControlPlaneStop, Direction, Effect, IpFamily, Lab, LabOptions, LabPaths, ProxyMode,
+    TrafficFault, Transport, kubeapi, lock, teardown,
 };
 
 #[derive(Debug, Parser)]
@@ -55,7 +56,12 @@ enum Command {
         #[command(subcommand)]
         what: Restart,
     },
-    /// Show namespaces, daemons and node readiness.
+    /// Break the lab on purpose: stop the control plane, drop, lose or delay packets, cut a node off the API server.
+    Fault {
+        #[command(subcommand)]
+        what: Fault,
+    },
+    /// Show namespaces, daemons, faults in force and node readiness.
     Status,
     /// Remove the lab and everything named flb-*, even after a crash.
     Down,
@@ -89,6 +95,102 @@ enum Restart {
         /// Node name.
         node: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum Fault {
+    /// Stop the control plane (etcd, API server, controller-manager, scheduler), keeping its data.
+    StopControlPlane {
+        /// Kill it at once (a crash) instead of stopping it gracefully (up to 15 s).
+        #[arg(long)]
+        crash: bool,
+        /// Start it again after this long (e.g. 20s) and wait until it is ready.
+        #[arg(long = "for", value_parser = parse_secs)]
+        duration: Option<Duration>,
+    },
+    /// Start the stopped control plane again and wait until it is ready.
+    StartControlPlane,
+    /// Drop, lose or delay the packets of one port between hosts (inside their namespaces).
+    Traffic(TrafficArgs),
+    /// Drop a node's traffic to and from the API server; the segment and the membership stay.
+    CutApi {
+        /// Node name (wK-k8s).
+        node: String,
+    },
+    /// Remove a traffic fault by name (`api-cut-NODE` for cut-api), or all of them.
+    Remove {
+        /// The fault's name.
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Every traffic fault.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// List the faults in force.
+    List,
+}
+
+#[derive(Debug, clap::Args)]
+struct TrafficArgs {
+    /// Name of the fault (lowercase letters, digits, '-').
+    name: String,
+    /// Hosts whose namespaces get the rules, comma separated; `all`: every node.
+    #[arg(long, value_delimiter = ',', required = true)]
+    on: Vec<String>,
+    /// The other ends, comma separated; `all`: every node (a host is never its own peer).
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    peers: Vec<String>,
+    /// UDP port (the speakers' membership: 7946).
+    #[arg(long, required_unless_present = "tcp", conflicts_with = "tcp")]
+    udp: Option<u16>,
+    /// TCP port.
+    #[arg(long)]
+    tcp: Option<u16>,
+    /// Drop every matched packet.
+    #[arg(long, required_unless_present_any = ["loss", "delay"], conflicts_with_all = ["loss", "delay"])]
+    drop: bool,
+    /// Drop each matched packet with this probability, in percent (e.g. 10).
+    #[arg(long, conflicts_with = "delay")]
+    loss: Option<f64>,
+    /// Hold each packet a host sends this long (e.g. 50ms; needs --direction out).
+    #[arg(long, value_parser = parse_millis)]
+    delay: Option<Duration>,
+    /// Which packets of each host: sent (out), received (in) or both.
+    #[arg(long, value_enum, default_value = "both")]
+    direction: Way,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Way {
+    Out,
+    In,
+    Both,
+}
+
+impl TrafficArgs {
+    fn fault(&self) -> TrafficFault {
+        let (transport, port) = match (self.udp, self.tcp) {
+            (Some(p), _) => (Transport::Udp, p),
+            (None, p) => (Transport::Tcp, p.unwrap_or_default()),
+        };
+        TrafficFault {
+            name: self.name.clone(),
+            hosts: self.on.clone(),
+            peers: self.peers.clone(),
+            transport,
+            port,
+            effect: match (self.loss, self.delay) {
+                (Some(p), _) => Effect::Loss(p),
+                (None, Some(d)) => Effect::Delay(d),
+                (None, None) => Effect::Drop,
+            },
+            direction: match self.direction {
+                Way::Out => Direction::Out,
+                Way::In => Direction::In,
+                Way::Both => Direction::Both,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -140,6 +242,14 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .parse::<u64>()
         .map(Duration::from_secs)
         .map_err(|_| format!("{s:?}: expected whole seconds such as 20s"))
+}
+
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    let digits = s.strip_suffix("ms").unwrap_or(s);
+    digits
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{s:?}: expected whole milliseconds such as 50ms"))
 }
 
 impl UpArgs {
@@ -197,7 +307,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     // Commands that change the lab own it while they run; a test that owns
     // it makes them fail at once instead of wrecking the test.
     let _lock = match command {
-        Command::Env | Command::Exec { .. } | Command::Status | Command::Paths { .. } => None,
+        Command::Env
+        | Command::Exec { .. }
+        | Command::Status
+        | Command::Paths { .. }
+        | Command::Fault { what: Fault::List } => None,
         _ => Some(lock::acquire(Duration::from_secs(2))?),
     };
     match command {
@@ -238,6 +352,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Restart::Speaker { node } => lab.restart_speaker(&node)?,
             }
         }
+        Command::Fault { what } => fault(Lab::attach_at(paths)?, what).await?,
         Command::Status => return status(paths).await,
         Command::Down => teardown::down(&paths)?,
         Command::Paths { what, binary } => {
@@ -257,6 +372,54 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn fault(lab: Lab, what: Fault) -> anyhow::Result<()> {
+    let ready = lab.options().ready_timeout;
+    match what {
+        Fault::StopControlPlane { crash, duration } => {
+            lab.stop_control_plane(if crash {
+                ControlPlaneStop::Crash
+            } else {
+                ControlPlaneStop::Graceful
+            })?;
+            if let Some(d) = duration {
+                eprintln!(
+                    "lab: control plane stopped; starting it again in {}s",
+                    d.as_secs()
+                );
+                tokio::time::sleep(d).await;
+                lab.start_control_plane(ready).await?;
+            }
+        }
+        Fault::StartControlPlane => lab.start_control_plane(ready).await?,
+        Fault::Traffic(args) => lab.add_traffic_fault(&args.fault())?,
+        Fault::CutApi { node } => {
+            let name = lab.cut_from_api(&node)?;
+            eprintln!("lab: {node} cut off the API server; undo with `lab fault remove {name}`");
+        }
+        Fault::Remove {
+            name: Some(name), ..
+        } => {
+            if !lab.remove_fault(&name)? {
+                bail!("no traffic fault named {name} is in force");
+            }
+        }
+        Fault::Remove { name: None, .. } => {
+            let n = lab.remove_traffic_faults()?;
+            eprintln!("lab: {n} traffic fault(s) removed");
+        }
+        Fault::List => {
+            let faults = lab.active_faults()?;
+            if faults.is_empty() {
+                println!("no faults in force");
+            }
+            for f in faults {
+                println!("{f}");
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn status(paths: LabPaths) -> anyhow::Result<ExitCode> {
     let Ok(lab) = Lab::attach_at(paths.clone()) else {
         let left = teardown::leftovers(&paths);
@@ -271,7 +434,10 @@ async fn status(paths: LabPaths) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let mut st = lab.status();
-    if !lab.options().topology_only && lab.kubeconfig_path().exists() {
+    let cp_stopped = lab.control_plane_stopped_since().ok().flatten().is_some();
+    if cp_stopped {
+        println!("API server: stopped on purpose (see faults)");
+    } else if !lab.options().topology_only && lab.kubeconfig_path().exists() {
         let ask = async {
             let client = lab.kube_client().await?;
             kubeapi::node_readiness(&client).await

@@ -123,6 +123,7 @@ impl Lab {
         process::start_if_needed(paths, &cp, &[paths.cp_ready()])?;
         self.wait_file(&paths.cp_ready(), &[&cp.name], opts.ready_timeout)
             .await?;
+        self.forget_control_plane_stop()?;
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "control plane ready"

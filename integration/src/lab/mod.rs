@@ -16,9 +16,10 @@
 //! when the test panics. Its methods are grouped by topic: `lifecycle` (up,
 //! ensure, attach, down), `daemons` (ferrolb's binaries, starting and
 //! stopping by name), `faults` (node failure and recovery, crashes,
-//! restarts), `probes` (exec, curl, neighbour entries, who announces an
-//! address), `wait` (readiness, and [`eventually`]) and `status` (`lab
-//! status`, `lab env`).
+//! restarts; a stopped control plane; packets dropped or lost between hosts,
+//! a node cut off the API server; the faults in force), `probes` (exec,
+//! curl, neighbour entries, who announces an address), `wait` (readiness,
+//! and [`eventually`]) and `status` (`lab status`, `lab env`).
 
 pub(crate) mod cmd;
 pub mod components;
@@ -42,6 +43,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::{LabError, Result, TeardownErrors};
+pub use faults::rules::{Direction, Effect, TrafficFault, Transport};
+pub use faults::{API_PORT, ActiveFault, ControlPlaneStop, api_cut_name};
 pub use options::{LabOptions, ProxyMode};
 pub use paths::{LabPaths, repo_root};
 pub use probes::{curl_argv, url_host};

@@ -2,7 +2,8 @@
 //!
 //! STATE (default `<repo>/.lab`, or `FERROLB_LAB_DIR`) holds the options
 //! the lab was brought up with, the control plane's data and kubeconfigs,
-//! one log and one pid file per daemon. Built artefacts follow the rules of
+//! one log and one pid file per daemon, and what the faults keep outside the
+//! kernel (a stopped control plane's marker, the delay relays' readiness). Built artefacts follow the rules of
 //! `scripts/paths.sh`, the shell's copy of these rules (a test checks that
 //! both agree): cargo's outputs in `$CARGO_TARGET_DIR` or `<repo>/target`,
 //! from the profile `$FERROLB_PROFILE` or else the newer build; the Go-built
@@ -34,6 +35,7 @@ pub(crate) const STATE_ENTRIES: &[&str] = &[
     "nodes",
     "kubeconfig",
     "forward.port",
+    "faults",
 ];
 
 /// Paths of one lab.
@@ -104,6 +106,15 @@ impl LabPaths {
     /// Pid file of daemon `name`.
     pub fn pid_file(&self, name: &str) -> PathBuf {
         self.pids().join(format!("{name}.pid"))
+    }
+    /// Records of the faults the lab made that live outside the kernel.
+    pub fn faults(&self) -> PathBuf {
+        self.state.join("faults")
+    }
+    /// Present while the control plane is stopped on purpose; holds since
+    /// when (unix seconds).
+    pub fn control_plane_stopped(&self) -> PathBuf {
+        self.faults().join("control-plane-stopped")
     }
     /// State directory of node agent `node`.
     pub fn node_dir(&self, node: &str) -> PathBuf {

@@ -1,13 +1,13 @@
 //! What `lab status` and `lab env` print: a [`Status`] snapshot of what is
-//! up (namespaces, switch ports, daemons, node readiness) and the shell
-//! lines that point a shell in the root namespace at the lab.
+//! up (namespaces, switch ports, daemons, faults in force, node readiness)
+//! and the shell lines that point a shell in the root namespace at the lab.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::cmd::Cmd;
-use super::{Lab, LabOptions, process, topology};
+use super::{ActiveFault, Lab, LabOptions, process, topology};
 
 /// Snapshot of a lab for `lab status`.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub struct Status {
     pub daemons: Vec<(String, i32, bool)>,
     /// Root-namespace kubeconfig.
     pub kubeconfig: PathBuf,
+    /// The faults in force, or why they could not be read.
+    pub faults: std::result::Result<Vec<ActiveFault>, String>,
     /// Node readiness, when the caller asked the API server.
     pub nodes: BTreeMap<String, bool>,
 }
@@ -81,6 +83,7 @@ impl Lab {
             links,
             daemons,
             kubeconfig: self.kubeconfig_path(),
+            faults: self.active_faults().map_err(|e| e.to_string()),
             nodes: BTreeMap::new(),
         }
     }
@@ -141,6 +144,16 @@ impl fmt::Display for Status {
         for (name, pid, running) in &self.daemons {
             let state = if *running { "running" } else { "DEAD" };
             writeln!(f, "  {name:<24} pid {pid:<8} {state}")?;
+        }
+        writeln!(f, "faults:")?;
+        match &self.faults {
+            Ok(faults) if faults.is_empty() => writeln!(f, "  none")?,
+            Ok(faults) => {
+                for fault in faults {
+                    writeln!(f, "  {fault}")?;
+                }
+            }
+            Err(e) => writeln!(f, "  cannot read them: {e}")?,
         }
         if !self.nodes.is_empty() {
             writeln!(f, "nodes:")?;

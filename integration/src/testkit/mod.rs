@@ -1,6 +1,7 @@
 //! Helpers for the tests and benchmarks that drive the lab
 //! (`integration/tests/e2e_*.rs`, `deploy_helm.rs`, `lab_cluster.rs`,
-//! `integration/benches/*.rs`): they fail nodes, restart speakers, read logs
+//! `lab_faults.rs`, `integration/benches/*.rs`): they fail nodes, break the
+//! network and the control plane, restart speakers, read logs
 //! and raw frames, and panic with a message on failure, as an assertion
 //! would. Where the lab ([`crate::lab`]: kubectl, CRD installation,
 //! starting ferrolb, who announces an address, [`eventually`]) or the
@@ -23,9 +24,16 @@
 //! - [`frames`]: raw ARP frames sent and received inside lab namespaces only
 //!   (a thread enters the namespace; nothing leaves the lab), and the `ip`
 //!   command.
+//! - [`faults`]: the lab's faults (a stopped control plane, dropped, lost or
+//!   delayed packets, a node cut off the API server) and UDP datagrams that
+//!   show whether a port passes, and how fast.
+//! - [`arp_watch`]: who answers ARP for a set of addresses, round after
+//!   round from the client, while a test breaks the lab.
 //! - [`stats`]: percentiles and figures for the benchmarks.
 
 pub mod api;
+pub mod arp_watch;
+pub mod faults;
 pub mod frames;
 pub mod node;
 pub mod setup;
@@ -35,6 +43,12 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 pub use api::*;
+pub use arp_watch::{AddressRecord, ArpRecord, ArpWatch};
+pub use faults::{
+    MEMBERSHIP_PORT, active_faults, add_fault, cut_from_api, dropped_by, membership_fault,
+    remove_fault, start_control_plane, stop_control_plane, udp_datagrams_through,
+    udp_transit_times,
+};
 pub use frames::{PacketSock, arp_answerers, arp_ask, arp_request, ip, mac_of, node_of_mac};
 pub use node::*;
 pub use setup::{EchoService, SpeakerSetup};

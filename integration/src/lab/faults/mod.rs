@@ -1,7 +1,18 @@
 //! What the tests do to the lab on purpose: fail a node and recover it,
-//! crash a daemon, restart ferrolb's controller and speakers.
+//! crash a daemon, restart ferrolb's controller and speakers (here); stop
+//! the control plane for a while ([`control_plane`]); drop, lose or delay
+//! packets of one port between hosts, or cut a node off the API server
+//! ([`traffic`], with the nftables text in [`rules`] and the relay of a
+//! delay in [`delay`]). [`ActiveFault`] is
+//! what `lab status` lists.
+
+mod control_plane;
+mod delay;
+pub mod rules;
+mod traffic;
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -10,6 +21,63 @@ use super::cmd::Cmd;
 use super::error::{LabError, Result};
 use super::topology::{self, Host, Role};
 use super::{Lab, components, process};
+pub use control_plane::ControlPlaneStop;
+pub use traffic::{API_PORT, api_cut_name};
+
+/// A fault in force on the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActiveFault {
+    /// The control plane was stopped ([`Lab::stop_control_plane`]).
+    ControlPlaneStopped {
+        /// When, in unix seconds.
+        since_unix: u64,
+    },
+    /// A traffic fault ([`Lab::add_traffic_fault`], [`Lab::cut_from_api`]).
+    Traffic {
+        /// Its name.
+        name: String,
+        /// The hosts that have it, each with what it does there.
+        on: Vec<(String, String)>,
+        /// Packets it matched, on all hosts.
+        matched: u64,
+        /// Packets it dropped, on all hosts.
+        dropped: u64,
+    },
+}
+
+impl ActiveFault {
+    /// The name to remove it by (`control-plane` for a stopped control
+    /// plane).
+    pub fn name(&self) -> &str {
+        match self {
+            ActiveFault::ControlPlaneStopped { .. } => "control-plane",
+            ActiveFault::Traffic { name, .. } => name,
+        }
+    }
+}
+
+impl fmt::Display for ActiveFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActiveFault::ControlPlaneStopped { since_unix } => write!(
+                f,
+                "control-plane: stopped since unix {since_unix} (`lab fault start-control-plane` starts it)"
+            ),
+            ActiveFault::Traffic {
+                name,
+                on,
+                matched,
+                dropped,
+            } => {
+                write!(f, "{name}: matched {matched} packets, dropped {dropped}")?;
+                for (_, what) in on {
+                    write!(f, "\n    {what}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
 
 impl Lab {
     /// Simulates a node failure: its switch port goes down and every process
