@@ -59,6 +59,7 @@
 
 mod replay;
 mod rng;
+#[cfg(any(test, feature = "testing"))]
 pub mod sim;
 pub mod wire;
 
