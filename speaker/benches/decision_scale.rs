@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use ferrolb_config::Config;
-use ferrolb_speaker::run::state::{
+use ferrolb_speaker::decide::state::{
     Liveness, NodeInfo, ServiceInfo, ServiceKey, SliceReadiness, World, plan,
 };
 

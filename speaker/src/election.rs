@@ -13,7 +13,7 @@
 //! hash is SHA-256, not `DefaultHasher`, because speakers of different builds
 //! must agree during a rolling upgrade; the domain string versions the scheme.
 //! Callers elect per group of addresses, on the group's lowest address (see
-//! `run::state`): a Service's addresses and those of Services sharing one have one
+//! `decide::state`): a Service's addresses and those of Services sharing one have one
 //! leader, and a shared IP has one announcer.
 
 use std::collections::BTreeMap;

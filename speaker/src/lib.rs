@@ -2,7 +2,7 @@
 //!
 //! One speaker runs on every node (host network). The model:
 //!
-//! - **Eligibility** ([`run::state`]): from the API (Services with status addresses,
+//! - **Eligibility** ([`decide::state`]): from the API (Services with status addresses,
 //!   EndpointSlice readiness per node, Nodes, the MetalLB configuration) each speaker
 //!   computes, per address, which nodes may announce it: nodes matching an
 //!   L2Advertisement of the address's pool, not excluded, Ready, with a ready local
@@ -25,6 +25,7 @@
 //!   on SIGTERM, hands its addresses over before it stops answering.
 
 pub mod announce;
+pub mod decide;
 pub mod election;
 pub mod membership;
 pub mod nat;

@@ -18,12 +18,8 @@
 //! error, reports not ready on `/readyz` and announces nothing: without a key anyone on
 //! the network could take part in the election.
 
-pub mod conflicts;
-pub mod driver;
 pub mod logonly;
 pub mod metrics;
-pub mod pace;
-pub mod state;
 pub mod view;
 pub mod writes;
 
@@ -50,9 +46,10 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::announce::Announcer;
+use crate::decide::driver::{self, Driver, KeyChange, Transition};
+use crate::decide::{conflicts, pace, state};
 use crate::membership::{self, Key};
 use crate::nat::{self, NatTable, worker::NatHandle};
-use driver::{Driver, KeyChange, Transition};
 use ferrolb_k8s::stores::ConfigStores;
 use ferrolb_k8s::watch::{ConfigEvent, config_streams, watch_stream};
 use metrics::{AnnouncedLabel, IpLabel, Metrics};

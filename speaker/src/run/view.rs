@@ -1,4 +1,4 @@
-//! Kubernetes objects to the plain values of [`super::state`].
+//! Kubernetes objects to the plain values of [`crate::decide::state`].
 
 use std::net::IpAddr;
 
@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
-use super::state::{NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
+use crate::decide::state::{NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
 use crate::nat::{ServiceNat, service_nat};
 
 /// The label tying an EndpointSlice to its Service.

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::state::ServiceKey;
+use crate::decide::state::ServiceKey;
 
 /// One unit of work for a worker.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use super::*;
 use crate::announce::FakeAnnouncer;
-use crate::run::state::{EXCLUDE_LABEL, NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
+use crate::decide::state::{EXCLUDE_LABEL, NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
 
 const PORT: u16 = 7946;
 const NAMES: [&str; 3] = ["n1", "n2", "n3"];
