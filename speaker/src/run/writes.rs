@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::decide::state::ServiceKey;
+use crate::decide::ServiceKey;
 
 /// One unit of work for a worker.
 #[derive(Clone, Debug, PartialEq)]

@@ -8,7 +8,7 @@
 //!   least one led address needs, and closed when none does.
 //! * Each socket has a blocking receive thread. A thread per interface keeps
 //!   the reply path free of any scheduler hop: a request is decoded, decided
-//!   by the pure [`responder::respond`] and answered on the same thread.
+//!   by the pure [`responder::respond`](crate::announce::responder::respond) and answered on the same thread.
 //! * The led set is a [`LedTable`] behind an `RwLock`. Receive threads hold
 //!   the read lock while deciding *and sending* a reply; `set_leading` swaps
 //!   the table under the write lock. So when `set_leading` returns, no thread
@@ -17,7 +17,7 @@
 //! * Takeover: for each (address, interface) that is new, `set_leading` sends
 //!   the first gratuitous ARP / unsolicited NA before returning and spawns
 //!   [`burst::follow_up`] on the tokio runtime for the rest.
-//! * Conflicts: another MAC claiming a led address (see [`responder`]) is
+//! * Conflicts: another MAC claiming a led address (see [`crate::announce::responder`]) is
 //!   recorded for [`Announcer::take_conflicts`], counted, and answered with one
 //!   gratuitous frame at most once per `reassert_gap` per address and
 //!   interface, so the network's caches return to us while we lead. A claim
