@@ -8,6 +8,7 @@ use crate::announce::FakeAnnouncer;
 use crate::decide::inputs::{
     ApiSnapshot, EXCLUDE_LABEL, NodeInfo, ServiceInfo, ServiceKey, SliceReadiness,
 };
+use crate::decide::layer2::L2Statuses;
 use crate::decide::protocol::ProtocolName;
 
 const PORT: u16 = 7946;
@@ -638,4 +639,29 @@ fn a_dual_stack_service_has_one_leader_and_fails_over_whole() {
         "a node announced one family only: {split:?}"
     );
     assert_eq!(net.announcers(v6), [next]);
+}
+
+#[test]
+fn a_transition_carries_what_the_shell_needs() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_millis(300));
+    let a = ip(ADDRS[0]);
+    let leader = net.expected_leader(a, &[0, 1, 2]);
+    let key = ServiceKey::new("default", "echo-0");
+    let now = net.now;
+    let t = net.nodes[leader].set_key(None, 9, now).unwrap();
+    assert!(t.of(ProtocolName::Layer2).lost.contains(&a));
+    let announcing = t.announcing.expect("with every change");
+    assert!(announcing[&ProtocolName::Layer2].is_empty());
+    assert_eq!(t.l2_statuses, Some(L2Statuses::new()));
+    let t = net.nodes[leader].set_key(Some(old_key()), 10, now).unwrap();
+    // A new membership starts with every peer alive: it leads the address again at once.
+    let c = t.of(ProtocolName::Layer2);
+    assert_eq!(c.gained[&a], vec![key.clone()]);
+    let announcing = t.announcing.expect("with every change");
+    assert_eq!(announcing[&ProtocolName::Layer2][&a], vec![key.clone()]);
+    let statuses = t.l2_statuses.expect("with every change");
+    assert_eq!(statuses[&key], BTreeSet::from(["eth0".to_string()]));
+    // Nothing changed, nothing to carry.
+    assert!(net.nodes[leader].handle_timeout(now).is_empty());
 }

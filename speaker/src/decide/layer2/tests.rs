@@ -617,3 +617,82 @@ spec: {ipAddressPools: [v6]}
         p.leaders.get(&ip(v6)).map(String::as_str)
     );
 }
+
+#[test]
+fn the_protocol_announces_what_it_elects_and_says_which_statuses_it_owns() {
+    use crate::announce::FakeAnnouncer;
+    let (v4, v6) = ("198.51.100.10", "2001:db8:100::10");
+    let w = dual_world(dual_config(ALL_L2), &[("ds", &[v6, v4])]);
+    let all: BTreeSet<String> = NODES5.map(String::from).into();
+    let leader = election::leader(ip(v4), NODES5).unwrap();
+    let other = NODES5.iter().find(|n| **n != leader).unwrap();
+    for me in [leader, other] {
+        let mut l2 = Layer2::new(FakeAnnouncer::default());
+        l2.api_changed(&w);
+        let changes = l2.decide(me, Liveness::Live(&all));
+        let statuses = l2.statuses(me);
+        if me == leader {
+            let services = vec![svc("ds")];
+            assert_eq!(
+                changes.gained,
+                Announcing::from([(ip(v4), services.clone()), (ip(v6), services.clone())])
+            );
+            assert_eq!(l2.announcing(), changes.gained);
+            assert_eq!(l2.announcer().leading.len(), 2);
+            // The fake announcer announces on eth0 when no interface is named.
+            assert_eq!(
+                statuses,
+                L2Statuses::from([(svc("ds"), BTreeSet::from(["eth0".to_string()]))])
+            );
+            let gone = l2.withdraw_all();
+            assert_eq!(gone.lost, BTreeSet::from([ip(v4), ip(v6)]));
+            assert!(l2.announcer().leading.is_empty() && l2.statuses(me).is_empty());
+        } else {
+            assert!(changes.is_empty() && l2.announcing().is_empty());
+            assert!(statuses.is_empty());
+        }
+    }
+}
+
+#[test]
+fn in_a_split_group_only_the_leader_of_the_lowest_address_owns_the_status() {
+    use crate::announce::FakeAnnouncer;
+    let (v4, v6) = ("198.51.100.10", "2001:db8:100::10");
+    // The IPv4 pool advertised from n1 and n2 only, the IPv6 pool from n4 and n5 only.
+    let cfg = dual_config(
+        "apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: a4, namespace: metallb-system}
+spec: {ipAddressPools: [v4], nodeSelectors: [{matchExpressions: [{key: n, operator: In, values: [n1, n2]}]}]}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: a6, namespace: metallb-system}
+spec: {ipAddressPools: [v6], nodeSelectors: [{matchExpressions: [{key: n, operator: In, values: [n4, n5]}]}]}
+",
+    );
+    let mut w = dual_world(cfg, &[("ds", &[v4, v6])]);
+    for (name, n) in &mut w.nodes {
+        n.labels.insert("n".into(), name.clone());
+    }
+    let all: BTreeSet<String> = NODES5.map(String::from).into();
+    let l4 = election::leader(ip(v4), ["n1", "n2"]).unwrap();
+    let l6 = election::leader(ip(v4), ["n4", "n5"]).unwrap();
+    let mut owners = Vec::new();
+    for me in NODES5 {
+        let mut l2 = Layer2::new(FakeAnnouncer::default());
+        l2.api_changed(&w);
+        l2.decide(me, Liveness::Live(&all));
+        let led: Vec<IpAddr> = l2.announcing().into_keys().collect();
+        let want: Vec<IpAddr> = match me {
+            m if m == l4 => vec![ip(v4)],
+            m if m == l6 => vec![ip(v6)],
+            _ => vec![],
+        };
+        assert_eq!(led, want, "{me}");
+        if !l2.statuses(me).is_empty() {
+            owners.push(me);
+        }
+    }
+    assert_eq!(owners, [l4], "exactly the leader of the lowest address");
+}
