@@ -1,5 +1,5 @@
 //! ARP reply latency and receive-loop CPU of the real announcer, in two
-//! network namespaces joined by a veth pair (`announce::lab`). Needs root.
+//! network namespaces joined by a veth pair (`announce::veth_harness`). Needs root.
 //!
 //!     cargo bench -p ferrolb-speaker --bench arp_latency
 //!
@@ -24,10 +24,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use ferrolb_speaker::announce::iface::{InterfaceSource, SysfsInterfaces};
-use ferrolb_speaker::announce::lab::{
-    self, ADDR_A4, ADDR_B4, IFACE, LB4, Proc, VethLab, require_root, spawn_announcer,
-};
 use ferrolb_speaker::announce::socket::{L2Socket, PacketSocket};
+use ferrolb_speaker::announce::veth_harness::{
+    self, ADDR_A4, ADDR_B4, IFACE, LB4, Proc, VethPair, require_root, spawn_announcer,
+};
 use ferrolb_speaker::packet::{ArpFrame, ArpOp, MacAddr};
 
 const REQUESTS: usize = 1000;
@@ -43,7 +43,8 @@ fn main() {
             .and_then(|i| args.get(i + 1).cloned())
     };
     if args.iter().any(|a| a == "--child") {
-        lab::run_announcer_child(args.iter().any(|a| a == "--unfiltered")).expect("announcer");
+        veth_harness::run_announcer_child(args.iter().any(|a| a == "--unfiltered"))
+            .expect("announcer");
         return;
     }
     if let Some(n) = arg("--requester") {
@@ -154,8 +155,8 @@ fn stats(ann: &mut Proc) -> Stats {
     }
 }
 
-fn run_in_b(lab: &VethLab, exe: &str, args: &[&str], timeout: Duration) -> Vec<String> {
-    let mut cmd = lab.cmd(&lab.b, exe);
+fn run_in_b(pair: &VethPair, exe: &str, args: &[&str], timeout: Duration) -> Vec<String> {
+    let mut cmd = pair.cmd(&pair.b, exe);
     cmd.args(args);
     let mut p = Proc::spawn(cmd).expect("spawn in B");
     let mut out = Vec::new();
@@ -187,9 +188,9 @@ fn pct(sorted: &[u64], p: usize) -> u64 {
     sorted[(sorted.len() - 1) * p / 100]
 }
 
-fn latency(lab: &VethLab, exe: &str, n: usize) -> (Vec<u64>, u64) {
+fn latency(pair: &VethPair, exe: &str, n: usize) -> (Vec<u64>, u64) {
     let out = run_in_b(
-        lab,
+        pair,
         exe,
         &["--requester", &n.to_string()],
         Duration::from_secs(n as u64 / 5 + 30),
@@ -231,7 +232,7 @@ fn orchestrate() {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(3)
         .max(1);
-    let lab = VethLab::create("bench").expect("namespaces");
+    let pair = VethPair::create("bench").expect("namespaces");
     println!(
         "ARP reply latency seen by the requester ({REQUESTS} sequential requests over a veth pair), \
          and the announcer's receive thread while idle and under {FLOOD_PPS} UDP packets/s"
@@ -242,19 +243,19 @@ fn orchestrate() {
     ] {
         let mut args = vec!["--child"];
         args.extend(extra);
-        let mut ann = spawn_announcer(&lab, &lab.a, &exe, &args).expect("announcer");
+        let mut ann = spawn_announcer(&pair, &pair.a, &exe, &args).expect("announcer");
         ann.request(&format!("lead {LB4}")).expect("lead");
-        let _ = latency(&lab, &exe, WARMUP);
+        let _ = latency(&pair, &exe, WARMUP);
         println!("\n{label}");
         let (mut medians, mut p99s, mut flood_cpus, mut flood_frames_all) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in 1..=runs {
-            let (lat, lost) = latency(&lab, &exe, REQUESTS);
+            let (lat, lost) = latency(&pair, &exe, REQUESTS);
             assert!(!lat.is_empty(), "no ARP replies at all");
             let (idle_cpu, idle_frames) = cpu_window(&mut ann, || std::thread::sleep(WINDOW));
             let (flood_cpu, flood_frames) = cpu_window(&mut ann, || {
                 let out = run_in_b(
-                    &lab,
+                    &pair,
                     &exe,
                     &["--flood", &WINDOW.as_secs().to_string()],
                     WINDOW + Duration::from_secs(30),

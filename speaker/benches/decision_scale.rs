@@ -1,8 +1,8 @@
 //! What one API event costs the speaker as the number of addresses grows.
 //!
 //! On every change of an API object the speaker recomputes, from scratch, who may
-//! announce each address (`World::eligibility`) and elects the leaders
-//! (`state::plan`). Both are linear in the number of addresses; this bench prints
+//! announce each address (`decide::eligibility`, here with the L2Advertisements) and
+//! elects the leaders (`decide::layer2::election::elect`). Both are linear in the number of addresses; this bench prints
 //! how long they take, so the point where an incremental version would pay off is
 //! a measured one.
 //!
@@ -18,8 +18,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use ferrolb_config::Config;
-use ferrolb_speaker::run::state::{
-    Liveness, NodeInfo, ServiceInfo, ServiceKey, SliceReadiness, World, plan,
+use ferrolb_speaker::decide::layer2::election::elect;
+use ferrolb_speaker::decide::layer2::layer2_eligibility;
+use ferrolb_speaker::decide::{
+    ApiSnapshot, Liveness, NodeInfo, ServiceInfo, ServiceKey, SliceReadiness,
 };
 
 const NODES: usize = 100;
@@ -45,8 +47,8 @@ fn node_name(i: usize) -> String {
 }
 
 /// `addresses / 2` dual-stack Services.
-fn world(addresses: usize) -> World {
-    let mut w = World {
+fn world(addresses: usize) -> ApiSnapshot {
+    let mut w = ApiSnapshot {
         config: Some(config()),
         ..Default::default()
     };
@@ -116,24 +118,24 @@ fn main() {
     println!("decision_scale: {NODES} nodes, all live; per API event the speaker runs both steps");
     for size in sizes {
         let w = world(size);
-        let (mut elig, mut elect, mut both) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut elig, mut election, mut both) = (Vec::new(), Vec::new(), Vec::new());
         let mut led = 0;
         for _ in 0..rounds {
             let t0 = Instant::now();
-            let e = w.eligibility();
+            let e = layer2_eligibility(&w);
             let t1 = Instant::now();
-            let p = plan(&node_name(0), &e, Liveness::Live(&live));
+            let p = elect(&node_name(0), &e, Liveness::Live(&live));
             let t2 = Instant::now();
             assert_eq!(e.len(), size / 2 * 2, "every address is considered");
             assert_eq!(p.leaders.len(), e.len(), "every address gets a leader");
-            led = p.mine.len();
+            led = p.led.len();
             elig.push(ms(t1 - t0));
-            elect.push(ms(t2 - t1));
+            election.push(ms(t2 - t1));
             both.push(ms(t2 - t0));
         }
         println!("\n== {size} addresses ({led} led by node-000) ==");
         summary("eligibility (API side)", elig);
-        summary("plan (election)", elect);
+        summary("election", election);
         summary("one API event, both", both);
     }
 }

@@ -1,5 +1,5 @@
 //! The real announcer on real sockets: two network namespaces joined by a
-//! veth pair (see `ferrolb_speaker::announce::lab`). Namespace A runs a
+//! veth pair (see `ferrolb_speaker::announce::veth_harness`). Namespace A runs a
 //! `RawAnnouncer` (this test binary re-executed with `ip netns exec`, running
 //! the ignored `announcer_child` test); namespace B plays the LAN, with
 //! arping, a datagram to trigger the kernel's own resolution, `ip neigh`
@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use ferrolb_speaker::announce::lab::{
-    self, IFACE, LB4, LB6, Proc, VethLab, require_root, spawn_announcer, tcpdump,
+use ferrolb_speaker::announce::veth_harness::{
+    self, IFACE, LB4, LB6, Proc, VethPair, require_root, spawn_announcer, tcpdump,
 };
 
 fn exe() -> String {
@@ -27,7 +27,7 @@ fn announcer_child() {
         std::env::var_os("FLB_ANNOUNCER_CHILD").is_some(),
         "run by announces_in_netns, not directly"
     );
-    lab::run_announcer_child(false).expect("announcer child");
+    veth_harness::run_announcer_child(false).expect("announcer child");
 }
 
 fn out(o: std::process::Output) -> String {
@@ -46,11 +46,11 @@ fn arping_reply_macs(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn arping(lab: &VethLab, count: &str) -> (bool, String) {
+fn arping(pair: &VethPair, count: &str) -> (bool, String) {
     // Bounded: `count` requests, at most 5 s.
-    let o = lab
+    let o = pair
         .run(
-            &lab.b,
+            &pair.b,
             "arping",
             &["-c", count, "-w", "5", "-i", IFACE, LB4],
         )
@@ -58,18 +58,18 @@ fn arping(lab: &VethLab, count: &str) -> (bool, String) {
     (o.status.success(), out(o))
 }
 
-fn neigh(lab: &VethLab, ip: &str) -> String {
-    out(lab
-        .run(&lab.b, "ip", &["neigh", "show", ip, "dev", IFACE])
+fn neigh(pair: &VethPair, ip: &str) -> String {
+    out(pair
+        .run(&pair.b, "ip", &["neigh", "show", ip, "dev", IFACE])
         .expect("ip neigh"))
 }
 
 /// Sends one UDP datagram from B to `target`, then polls B's neighbour
 /// table (bounded: 40 x 50 ms) until the entry carries `mac`.
-fn resolved_neigh(lab: &VethLab, target: &str, mac: &str) -> String {
-    let o = lab
+fn resolved_neigh(pair: &VethPair, target: &str, mac: &str) -> String {
+    let o = pair
         .run(
-            &lab.b,
+            &pair.b,
             "bash",
             &["-c", &format!("echo probe > /dev/udp/{target}/9")],
         )
@@ -77,7 +77,7 @@ fn resolved_neigh(lab: &VethLab, target: &str, mac: &str) -> String {
     assert!(o.status.success(), "datagram to {target}: {}", out(o));
     let mut last = String::new();
     for _ in 0..40 {
-        last = neigh(lab, target);
+        last = neigh(pair, target);
         if last.contains(mac) {
             break;
         }
@@ -89,14 +89,14 @@ fn resolved_neigh(lab: &VethLab, target: &str, mac: &str) -> String {
 #[test]
 fn announces_in_netns() {
     require_root("announces_in_netns");
-    let lab = VethLab::create("ann").expect("create namespaces");
-    let mac = lab.mac(&lab.a).expect("MAC of lan0 in A");
+    let pair = VethPair::create("ann").expect("create namespaces");
+    let mac = pair.mac(&pair.a).expect("MAC of lan0 in A");
 
     // Capture in B before the takeover, to see the burst.
-    let dump = tcpdump(&lab, &lab.b, "arp or icmp6").expect("tcpdump in B");
+    let dump = tcpdump(&pair, &pair.b, "arp or icmp6").expect("tcpdump in B");
     let mut ann: Proc = spawn_announcer(
-        &lab,
-        &lab.a,
+        &pair,
+        &pair.a,
         &exe(),
         &[
             "--exact",
@@ -136,7 +136,7 @@ fn announces_in_netns() {
     assert_eq!((garps, nas), (3, 3), "capture:\n{}", seen.join("\n"));
 
     // arping from B: every reply carries the announcer's MAC.
-    let (success, text) = arping(&lab, "3");
+    let (success, text) = arping(&pair, "3");
     let macs = arping_reply_macs(&text);
     assert!(success, "arping failed:\n{text}");
     assert_eq!(macs.len(), 3, "{text}");
@@ -150,7 +150,7 @@ fn announces_in_netns() {
     // resolve the address, and neither gets an answer, since nobody holds the
     // address as a local one.
     for target in [LB4, LB6] {
-        let n = resolved_neigh(&lab, target, &mac);
+        let n = resolved_neigh(&pair, target, &mac);
         assert!(
             n.contains(&format!("lladdr {mac}")),
             "ip neigh {target}: {n}"
@@ -179,9 +179,9 @@ fn announces_in_netns() {
     // Duplicate address detection: B trying to configure the led IPv6
     // address sends an NS from ::, our all-nodes NA defends it, and B's
     // kernel marks the address as failed (polled, bounded: 60 x 50 ms).
-    let o = lab
+    let o = pair
         .run(
-            &lab.b,
+            &pair.b,
             "ip",
             &["addr", "add", &format!("{LB6}/64"), "dev", IFACE],
         )
@@ -189,8 +189,8 @@ fn announces_in_netns() {
     assert!(o.status.success(), "{}", out(o));
     let mut addr = String::new();
     for _ in 0..60 {
-        addr = out(lab
-            .run(&lab.b, "ip", &["-6", "addr", "show", "dev", IFACE])
+        addr = out(pair
+            .run(&pair.b, "ip", &["-6", "addr", "show", "dev", IFACE])
             .expect("ip addr show"));
         if addr.contains("dadfailed") {
             break;
@@ -199,17 +199,17 @@ fn announces_in_netns() {
     }
     let line = addr.lines().find(|l| l.contains(LB6)).unwrap_or_default();
     assert!(line.contains("dadfailed"), "B's address after DAD: {addr}");
-    let _ = lab.run(
-        &lab.b,
+    let _ = pair.run(
+        &pair.b,
         "ip",
         &["addr", "del", &format!("{LB6}/64"), "dev", IFACE],
     );
 
     // Another host claiming the address is reported as a conflict.
-    let b_mac = lab.mac(&lab.b).expect("MAC of lan0 in B");
-    let o = lab
+    let b_mac = pair.mac(&pair.b).expect("MAC of lan0 in B");
+    let o = pair
         .run(
-            &lab.b,
+            &pair.b,
             "arping",
             &["-U", "-c", "1", "-w", "2", "-i", IFACE, "-S", LB4, LB4],
         )
@@ -236,7 +236,7 @@ fn announces_in_netns() {
     // Released: no answers any more.
     let ok = ann.request("lead").expect("release");
     assert_eq!(ok.last().unwrap().trim(), "flb: ok");
-    let (success, text) = arping(&lab, "2");
+    let (success, text) = arping(&pair, "2");
     assert!(!success, "arping still answered:\n{text}");
     assert!(arping_reply_macs(&text).is_empty(), "{text}");
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ferrolb_speaker::announce::lab::require_root;
+use ferrolb_speaker::announce::veth_harness::require_root;
 use ferrolb_speaker::nat::nft::{NftTable, TABLE};
 use ferrolb_speaker::nat::{NatEntry, NatRules, NatTable, Proto, family_sources};
 use ipnet::IpNet;

@@ -4,14 +4,16 @@
 //!
 //! The election decides *which* addresses this node leads; the [`Announcer`] only
 //! makes the network believe it. Keeping the kernel behind this narrow trait lets the
-//! speaker's logic be tested with [`FakeAnnouncer`], and the real sockets in the lab.
+//! speaker's logic be tested with `FakeAnnouncer` (feature `testing`), and the real
+//! sockets in network namespaces.
 //!
 //! The real implementation is [`RawAnnouncer`] ([`raw`]): [`iface`] chooses the
 //! interfaces (MetalLB's rules), [`socket`] opens one packet socket per
 //! interface with the BPF program of [`filter`] so that only ARP and NDP reach
 //! user space, [`responder`] decides what to answer for each frame (pure, tested
 //! on captured frames), and [`burst`] spaces the takeover announcements.
-//! [`lab`] is support for the privileged netns test and benchmark.
+//! `veth_harness` (feature `testing`) is support for the privileged netns test and
+//! benchmark.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -19,12 +21,13 @@ use std::net::IpAddr;
 pub mod burst;
 pub mod filter;
 pub mod iface;
-pub mod lab;
 pub mod raw;
 pub mod responder;
 pub mod socket;
 #[cfg(test)]
 mod testvectors;
+#[cfg(feature = "testing")]
+pub mod veth_harness;
 
 pub use raw::{AnnounceError, RawAnnouncer, RawConfig};
 
@@ -99,6 +102,7 @@ pub trait Announcer: Send {
 }
 
 /// Records what it is told; for tests of the speaker's logic.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Default)]
 pub struct FakeAnnouncer {
     pub leading: BTreeMap<IpAddr, AnnounceSpec>,
@@ -107,6 +111,7 @@ pub struct FakeAnnouncer {
     pub conflicts: Vec<Conflict>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Announcer for FakeAnnouncer {
     fn set_leading(&mut self, leading: BTreeMap<IpAddr, AnnounceSpec>) {
         for ip in leading.keys() {

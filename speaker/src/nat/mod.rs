@@ -30,9 +30,9 @@
 //! `address:port` from a source outside its ranges is dropped.
 //!
 //! The kernel is behind [`NatTable`] (the whole desired state in, the whole table
-//! replaced atomically); [`nft::NftTable`] drives the `nft` binary, [`FakeTable`]
-//! records calls for tests, and [`worker::NatHandle`] applies the latest desired state
-//! off the speaker's loop.
+//! replaced atomically); [`nft::NftTable`] drives the `nft` binary, `FakeTable`
+//! (feature `testing`) records calls for tests, and [`worker::NatHandle`] applies the
+//! latest desired state off the speaker's loop.
 
 pub mod nft;
 pub mod worker;
@@ -40,6 +40,7 @@ pub mod worker;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+#[cfg(any(test, feature = "testing"))]
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
@@ -212,6 +213,7 @@ pub trait NatTable: Send + fmt::Debug + 'static {
 }
 
 /// A call a [`FakeTable`] received.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FakeCall {
     Apply(NatRules),
@@ -219,6 +221,7 @@ pub enum FakeCall {
 }
 
 /// A [`NatTable`] that records its calls and can be told to fail, for tests without root.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Clone, Debug, Default)]
 pub struct FakeTable {
     pub calls: Arc<Mutex<Vec<FakeCall>>>,
@@ -226,6 +229,7 @@ pub struct FakeTable {
     pub failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl FakeTable {
     /// What the kernel would hold now: the last successful call's state.
     pub fn current(&self) -> NatRules {
@@ -252,6 +256,7 @@ impl FakeTable {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl NatTable for FakeTable {
     fn apply(&mut self, desired: &NatRules) -> Result<(), NatError> {
         let r = self.result();

@@ -1,10 +1,10 @@
 //! The speaker's API writes (events, ServiceL2Status) as a queue of plain values served
 //! by a fixed number of worker tasks.
 //!
-//! Why not one task per write: a spawned task holds its whole request future (several
-//! KB with the HTTP client's state) from the moment it is queued, so a speaker taking
-//! over hundreds of Services at start held hundreds of them at once, the largest part of
-//! its peak memory. Queued here, a write is a few small values until a worker takes it.
+//! Not one task per write: a spawned task holds its whole request future (the HTTP
+//! client's state) from the moment it is queued, so a takeover of many Services would
+//! hold one per Service at once. Queued here, a write is a few small values until a
+//! worker takes it.
 //!
 //! Rules:
 //! - At most `workers` writes run at once.
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::state::ServiceKey;
+use crate::decide::ServiceKey;
 
 /// One unit of work for a worker.
 #[derive(Clone, Debug, PartialEq)]

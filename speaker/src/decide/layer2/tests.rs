@@ -1,4 +1,13 @@
+//! Layer-2 eligibility (the shared rules with L2Advertisements) and election.
+
+use std::collections::BTreeSet;
+
+use ferrolb_config::Config;
+
 use super::*;
+use crate::decide::eligibility::Unannounced;
+use crate::decide::inputs::{ApiSnapshot, EXCLUDE_LABEL, NodeInfo, ServiceInfo, SliceReadiness};
+use crate::election;
 
 const IP: &str = "198.51.100.10";
 
@@ -49,8 +58,8 @@ fn ready_on(nodes: &[&str]) -> SliceReadiness {
 
 /// Three usable nodes, the pool advertised everywhere, one Cluster-policy Service at
 /// 198.51.100.10 with a ready endpoint on n1.
-fn world() -> World {
-    let mut w = World {
+fn world() -> ApiSnapshot {
+    let mut w = ApiSnapshot {
         config: Some(all_l2()),
         ..Default::default()
     };
@@ -68,22 +77,22 @@ fn world() -> World {
     w
 }
 
-fn eligible(w: &World, addr: &str) -> Vec<String> {
-    w.eligibility()
+fn eligible(w: &ApiSnapshot, addr: &str) -> Vec<String> {
+    layer2_eligibility(w)
         .get(&ip(addr))
         .map(|e| e.node_names().map(String::from).collect())
         .unwrap_or_default()
 }
 
-fn reason(w: &World, addr: &str) -> Option<Unannounced> {
-    w.eligibility()[&ip(addr)].reason
+fn reason(w: &ApiSnapshot, addr: &str) -> Option<Unannounced> {
+    layer2_eligibility(w)[&ip(addr)].reason
 }
 
 #[test]
 fn cluster_policy_every_usable_node_is_eligible() {
     let w = world();
     assert_eq!(eligible(&w, IP), ["n1", "n2", "n3"]);
-    let e = &w.eligibility()[&ip(IP)];
+    let e = &layer2_eligibility(&w)[&ip(IP)];
     assert_eq!(e.pool.as_deref(), Some("first"));
     assert_eq!(e.reason, None);
     assert_eq!(
@@ -239,7 +248,7 @@ spec:
         .unwrap()
         .labels
         .insert("zone".into(), "b".into());
-    let e = &w.eligibility()[&ip(IP)];
+    let e = &layer2_eligibility(&w)[&ip(IP)];
     let set = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
     assert_eq!(e.node("n1"), Some(&set(&["eth1"])));
     assert_eq!(e.node("n2"), Some(&set(&["eth1", "eth2"])));
@@ -305,19 +314,19 @@ fn shared_address_uses_the_union_and_gets_one_leader() {
             local: false,
         },
     );
-    let el = w.eligibility();
+    let el = layer2_eligibility(&w);
     assert_eq!(el.len(), 1, "one entry per address");
     assert_eq!(eligible(&w, IP), ["n1", "n2"]);
     assert_eq!(el[&ip(IP)].services.len(), 3);
     let live: BTreeSet<String> = ["n1", "n2", "n3"].map(String::from).into();
     let leaders: Vec<usize> = ["n1", "n2", "n3"]
         .iter()
-        .map(|me| plan(me, &el, Liveness::Live(&live)).mine.len())
+        .map(|me| elect(me, &el, Liveness::Live(&live)).led.len())
         .collect();
     assert_eq!(leaders.iter().sum::<usize>(), 1, "exactly one announcer");
     assert_eq!(leaders[2], 0, "n3 is not eligible");
-    let leader = &plan("n1", &el, Liveness::Live(&live)).leaders[&ip(IP)];
-    let spec = &plan(leader, &el, Liveness::Live(&live)).mine[&ip(IP)];
+    let leader = &elect("n1", &el, Liveness::Live(&live)).leaders[&ip(IP)];
+    let spec = &elect(leader, &el, Liveness::Live(&live)).led[&ip(IP)];
     assert_eq!(
         spec.services,
         BTreeSet::from(["default/a".into(), "default/b".into(), "default/c".into()])
@@ -342,20 +351,20 @@ fn leader_is_the_rendezvous_winner_among_eligible_live_nodes() {
         w.slices.insert(svc(&name), ready_on(&["n1"]));
     }
     w.services.remove(&svc("echo"));
-    let el = w.eligibility();
+    let el = layer2_eligibility(&w);
     let all: BTreeSet<String> = ["n1", "n2", "n3"].map(String::from).into();
-    let p = plan("n1", &el, Liveness::Live(&all));
+    let p = elect("n1", &el, Liveness::Live(&all));
     for a in addrs {
         let want = election::leader(ip(a), ["n1", "n2", "n3"]).unwrap();
         assert_eq!(p.leaders[&ip(a)], want);
-        assert_eq!(p.mine.contains_key(&ip(a)), want == "n1");
+        assert_eq!(p.led.contains_key(&ip(a)), want == "n1");
     }
     // Every node computes the same leaders; each address is led exactly once.
     let mut led = BTreeMap::new();
     for me in ["n1", "n2", "n3"] {
-        let q = plan(me, &el, Liveness::Live(&all));
+        let q = elect(me, &el, Liveness::Live(&all));
         assert_eq!(q.leaders, p.leaders);
-        for ip in q.mine.keys() {
+        for ip in q.led.keys() {
             *led.entry(*ip).or_insert(0) += 1;
         }
     }
@@ -364,7 +373,7 @@ fn leader_is_the_rendezvous_winner_among_eligible_live_nodes() {
     for a in addrs {
         let first = &p.leaders[&ip(a)];
         let live: BTreeSet<String> = all.iter().filter(|n| *n != first).cloned().collect();
-        let q = plan("n1", &el, Liveness::Live(&live));
+        let q = elect("n1", &el, Liveness::Live(&live));
         let ranking = election::ranking(ip(a), ["n1", "n2", "n3"]);
         assert_eq!(q.leaders[&ip(a)], ranking[1]);
         for b in addrs.iter().filter(|b| p.leaders[&ip(b)] != *first) {
@@ -377,21 +386,24 @@ fn leader_is_the_rendezvous_winner_among_eligible_live_nodes() {
 fn live_but_ineligible_and_eligible_but_dead_nodes_do_not_lead() {
     let mut w = world();
     w.services.get_mut(&svc("echo")).unwrap().local = true;
-    let el = w.eligibility();
+    let el = layer2_eligibility(&w);
     let all: BTreeSet<String> = ["n1", "n2", "n3"].map(String::from).into();
-    assert_eq!(plan("n2", &el, Liveness::Live(&all)).leaders[&ip(IP)], "n1");
+    assert_eq!(
+        elect("n2", &el, Liveness::Live(&all)).leaders[&ip(IP)],
+        "n1"
+    );
     let without_n1: BTreeSet<String> = ["n2", "n3"].map(String::from).into();
-    let p = plan("n2", &el, Liveness::Live(&without_n1));
-    assert!(p.leaders.is_empty() && p.mine.is_empty());
+    let p = elect("n2", &el, Liveness::Live(&without_n1));
+    assert!(p.leaders.is_empty() && p.led.is_empty());
 }
 
 #[test]
 fn silent_node_announces_nothing() {
     let w = world();
-    let el = w.eligibility();
+    let el = layer2_eligibility(&w);
     let all: BTreeSet<String> = ["n1", "n2", "n3"].map(String::from).into();
-    let leader = plan("n1", &el, Liveness::Live(&all)).leaders[&ip(IP)].clone();
-    assert_eq!(plan(&leader, &el, Liveness::Silent), Plan::default());
+    let leader = elect("n1", &el, Liveness::Live(&all)).leaders[&ip(IP)].clone();
+    assert_eq!(elect(&leader, &el, Liveness::Silent), Election::default());
 }
 
 #[test]
@@ -404,10 +416,10 @@ metadata: {name: a, namespace: metallb-system}
 spec: {interfaces: [eth1]}
 ",
     ));
-    let el = w.eligibility();
+    let el = layer2_eligibility(&w);
     let all: BTreeSet<String> = ["n1", "n2", "n3"].map(String::from).into();
-    let leader = plan("n1", &el, Liveness::Live(&all)).leaders[&ip(IP)].clone();
-    let spec = &plan(&leader, &el, Liveness::Live(&all)).mine[&ip(IP)];
+    let leader = elect("n1", &el, Liveness::Live(&all)).leaders[&ip(IP)].clone();
+    let spec = &elect(&leader, &el, Liveness::Live(&all)).led[&ip(IP)];
     assert_eq!(spec.interfaces, Some(BTreeSet::from(["eth1".to_string()])));
     assert_eq!(spec.services, BTreeSet::from(["default/echo".to_string()]));
 }
@@ -432,8 +444,8 @@ spec: {{addresses: ['2001:db8:100::10-2001:db8:100::12']}}
 const ALL_L2: &str = "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2, namespace: metallb-system}\n";
 
 /// Five usable nodes and `services` (name, addresses), all with a ready endpoint.
-fn dual_world(cfg: Config, services: &[(&str, &[&str])]) -> World {
-    let mut w = World {
+fn dual_world(cfg: Config, services: &[(&str, &[&str])]) -> ApiSnapshot {
+    let mut w = ApiSnapshot {
         config: Some(cfg),
         ..Default::default()
     };
@@ -474,7 +486,7 @@ fn a_dual_stack_service_has_one_leader_elected_on_its_lowest_address() {
     let (v4, v6) = ("198.51.100.10", "2001:db8:100::10");
     // The status lists the IPv6 address first: order must not matter.
     let w = dual_world(dual_config(ALL_L2), &[("ds", &[v6, v4])]);
-    let el = w.eligibility();
+    let el = layer2_eligibility(&w);
     assert_eq!(el[&ip(v4)].elect_on, Some(ip(v4)));
     assert_eq!(el[&ip(v6)].elect_on, Some(ip(v4)));
     let mut differs = 0;
@@ -486,12 +498,12 @@ fn a_dual_stack_service_has_one_leader_elected_on_its_lowest_address() {
         }
         let mut owners = 0;
         for me in &names {
-            let p = plan(me, &el, Liveness::Live(&live));
+            let p = elect(me, &el, Liveness::Live(&live));
             assert_eq!(p.leaders[&ip(v4)], want, "{live:?}");
             assert_eq!(p.leaders[&ip(v6)], want, "{live:?}");
-            assert_eq!(p.mine.len(), if *me == want { 2 } else { 0 });
+            assert_eq!(p.led.len(), if *me == want { 2 } else { 0 });
             assert_eq!(p.status_owner(&[ip(v6), ip(v4)]), Some(want));
-            owners += usize::from(!p.mine.is_empty());
+            owners += usize::from(!p.led.is_empty());
         }
         assert_eq!(owners, 1);
     }
@@ -514,7 +526,7 @@ fn sharing_services_agree_on_one_leader_for_the_whole_group() {
             ("apart", &["198.51.100.12"]),
         ],
     );
-    let el = w.eligibility();
+    let el = layer2_eligibility(&w);
     for a in [a4, a6, b4] {
         assert_eq!(el[&ip(a)].elect_on, Some(ip(a4)), "{a}");
     }
@@ -522,7 +534,7 @@ fn sharing_services_agree_on_one_leader_for_the_whole_group() {
     for live in live_sets() {
         let names: Vec<&str> = live.iter().map(String::as_str).collect();
         let want = election::leader(ip(a4), names.iter().copied()).unwrap();
-        let p = plan("n1", &el, Liveness::Live(&live));
+        let p = elect("n1", &el, Liveness::Live(&live));
         for a in [a4, a6, b4] {
             assert_eq!(p.leaders[&ip(a)], want);
         }
@@ -564,14 +576,14 @@ spec: {{ipAddressPools: [v6], nodeSelectors: [{{matchExpressions: [{{key: n, ope
     let all: BTreeSet<String> = NODES5.map(String::from).into();
     // Overlapping node sets: the leader comes from the overlap, for both addresses.
     let w = labelled(with_sel("n1, n2, n3", "n3, n4, n5"));
-    let p = plan("n1", &w.eligibility(), Liveness::Live(&all));
+    let p = elect("n1", &layer2_eligibility(&w), Liveness::Live(&all));
     assert_eq!(p.leaders[&ip(v4)], "n3");
     assert_eq!(p.leaders[&ip(v6)], "n3");
     // Disjoint: nobody may announce both, so each address gets its own leader, ranked
     // on the group's address; exactly one node owns the ServiceL2Status.
     let w = labelled(with_sel("n1, n2", "n4, n5"));
-    let el = w.eligibility();
-    let p = plan("n1", &el, Liveness::Live(&all));
+    let el = layer2_eligibility(&w);
+    let p = elect("n1", &el, Liveness::Live(&all));
     let l4 = election::leader(ip(v4), ["n1", "n2"]).unwrap();
     let l6 = election::leader(ip(v4), ["n4", "n5"]).unwrap();
     assert_eq!(p.leaders[&ip(v4)], l4);
@@ -579,7 +591,7 @@ spec: {{ipAddressPools: [v6], nodeSelectors: [{{matchExpressions: [{{key: n, ope
     let ds = &w.services[&svc("ds")].ips;
     for me in NODES5 {
         assert_eq!(
-            plan(me, &el, Liveness::Live(&all)).status_owner(ds),
+            elect(me, &el, Liveness::Live(&all)).status_owner(ds),
             Some(l4)
         );
     }
@@ -592,9 +604,9 @@ metadata: {name: a6, namespace: metallb-system}
 spec: {ipAddressPools: [v6]}
 ",
     ));
-    let el = w.eligibility();
+    let el = layer2_eligibility(&w);
     assert_eq!(el[&ip(v4)].reason, Some(Unannounced::NoAdvertisement));
-    let p = plan("n1", &el, Liveness::Live(&all));
+    let p = elect("n1", &el, Liveness::Live(&all));
     assert!(!p.leaders.contains_key(&ip(v4)));
     assert_eq!(
         p.leaders[&ip(v6)],
@@ -604,4 +616,83 @@ spec: {ipAddressPools: [v6]}
         p.status_owner(ds),
         p.leaders.get(&ip(v6)).map(String::as_str)
     );
+}
+
+#[test]
+fn the_protocol_announces_what_it_elects_and_says_which_statuses_it_owns() {
+    use crate::announce::FakeAnnouncer;
+    let (v4, v6) = ("198.51.100.10", "2001:db8:100::10");
+    let w = dual_world(dual_config(ALL_L2), &[("ds", &[v6, v4])]);
+    let all: BTreeSet<String> = NODES5.map(String::from).into();
+    let leader = election::leader(ip(v4), NODES5).unwrap();
+    let other = NODES5.iter().find(|n| **n != leader).unwrap();
+    for me in [leader, other] {
+        let mut l2 = Layer2::new(FakeAnnouncer::default());
+        l2.api_changed(&w);
+        let changes = l2.decide(me, Liveness::Live(&all));
+        let statuses = l2.statuses(me);
+        if me == leader {
+            let services = vec![svc("ds")];
+            assert_eq!(
+                changes.gained,
+                Announcing::from([(ip(v4), services.clone()), (ip(v6), services.clone())])
+            );
+            assert_eq!(l2.announcing(), changes.gained);
+            assert_eq!(l2.announcer().leading.len(), 2);
+            // The fake announcer announces on eth0 when no interface is named.
+            assert_eq!(
+                statuses,
+                L2Statuses::from([(svc("ds"), BTreeSet::from(["eth0".to_string()]))])
+            );
+            let gone = l2.withdraw_all();
+            assert_eq!(gone.lost, BTreeSet::from([ip(v4), ip(v6)]));
+            assert!(l2.announcer().leading.is_empty() && l2.statuses(me).is_empty());
+        } else {
+            assert!(changes.is_empty() && l2.announcing().is_empty());
+            assert!(statuses.is_empty());
+        }
+    }
+}
+
+#[test]
+fn in_a_split_group_only_the_leader_of_the_lowest_address_owns_the_status() {
+    use crate::announce::FakeAnnouncer;
+    let (v4, v6) = ("198.51.100.10", "2001:db8:100::10");
+    // The IPv4 pool advertised from n1 and n2 only, the IPv6 pool from n4 and n5 only.
+    let cfg = dual_config(
+        "apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: a4, namespace: metallb-system}
+spec: {ipAddressPools: [v4], nodeSelectors: [{matchExpressions: [{key: n, operator: In, values: [n1, n2]}]}]}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: a6, namespace: metallb-system}
+spec: {ipAddressPools: [v6], nodeSelectors: [{matchExpressions: [{key: n, operator: In, values: [n4, n5]}]}]}
+",
+    );
+    let mut w = dual_world(cfg, &[("ds", &[v4, v6])]);
+    for (name, n) in &mut w.nodes {
+        n.labels.insert("n".into(), name.clone());
+    }
+    let all: BTreeSet<String> = NODES5.map(String::from).into();
+    let l4 = election::leader(ip(v4), ["n1", "n2"]).unwrap();
+    let l6 = election::leader(ip(v4), ["n4", "n5"]).unwrap();
+    let mut owners = Vec::new();
+    for me in NODES5 {
+        let mut l2 = Layer2::new(FakeAnnouncer::default());
+        l2.api_changed(&w);
+        l2.decide(me, Liveness::Live(&all));
+        let led: Vec<IpAddr> = l2.announcing().into_keys().collect();
+        let want: Vec<IpAddr> = match me {
+            m if m == l4 => vec![ip(v4)],
+            m if m == l6 => vec![ip(v6)],
+            _ => vec![],
+        };
+        assert_eq!(led, want, "{me}");
+        if !l2.statuses(me).is_empty() {
+            owners.push(me);
+        }
+    }
+    assert_eq!(owners, [l4], "exactly the leader of the lowest address");
 }

@@ -1,10 +1,8 @@
 //! How often the speaker acts on API changes.
 //!
 //! Acting on a change recomputes every address's eligibility and election from
-//! scratch (linear in the addresses; see `benches/decision_scale.rs`). Done once per
-//! API event, that work dominated the speaker's CPU while Services were being created
-//! (a profile of a lab speaker with 1,000 Services: address comparisons, map rebuilds
-//! and allocation). So changes are coalesced:
+//! scratch (linear in the addresses; see `benches/decision_scale.rs`), too much to do
+//! once per API event while Services are created in bulk. So changes are coalesced:
 //!
 //! - A change after a quiet period is acted on at once: an isolated event costs no
 //!   latency.

@@ -4,7 +4,7 @@
 //! Everything here creates its own namespaces, named `flb-t-<tag>-a` and
 //! `flb-t-<tag>-b`, gives addresses only from the documentation ranges
 //! (198.51.100.0/24, 2001:db8:ffff::/64), touches nothing in the root
-//! namespace, and removes the namespaces when [`VethLab`] is dropped, also
+//! namespace, and removes the namespaces when [`VethPair`] is dropped, also
 //! when a test fails. Child processes are killed (by their own pid) when their
 //! handles are dropped. Every wait is bounded.
 //!
@@ -72,29 +72,29 @@ fn ip(args: &[&str]) -> io::Result<()> {
 
 /// Two namespaces `a` and `b`, each with `lan0`, the two ends of one veth.
 #[derive(Debug)]
-pub struct VethLab {
+pub struct VethPair {
     pub a: String,
     pub b: String,
 }
 
-impl VethLab {
-    pub fn create(tag: &str) -> io::Result<VethLab> {
-        let lab = VethLab {
+impl VethPair {
+    pub fn create(tag: &str) -> io::Result<VethPair> {
+        let pair = VethPair {
             a: format!("flb-t-{tag}-a"),
             b: format!("flb-t-{tag}-b"),
         };
         // Leftovers of a crashed earlier run of this same test carry exactly
         // these names; nothing else may use them.
-        for ns in [&lab.a, &lab.b] {
+        for ns in [&pair.a, &pair.b] {
             let _ = ip(&["netns", "del", ns]);
         }
-        ip(&["netns", "add", &lab.a])?;
-        ip(&["netns", "add", &lab.b])?;
+        ip(&["netns", "add", &pair.a])?;
+        ip(&["netns", "add", &pair.b])?;
         ip(&[
-            "-n", &lab.a, "link", "add", IFACE, "type", "veth", "peer", "name", IFACE, "netns",
-            &lab.b,
+            "-n", &pair.a, "link", "add", IFACE, "type", "veth", "peer", "name", IFACE, "netns",
+            &pair.b,
         ])?;
-        for (ns, v4, v6) in [(&lab.a, ADDR_A4, ADDR_A6), (&lab.b, ADDR_B4, ADDR_B6)] {
+        for (ns, v4, v6) in [(&pair.a, ADDR_A4, ADDR_A6), (&pair.b, ADDR_B4, ADDR_B6)] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", IFACE])?;
             ip(&[
@@ -109,7 +109,7 @@ impl VethLab {
             ])?;
             ip(&["-n", ns, "link", "set", IFACE, "up"])?;
         }
-        Ok(lab)
+        Ok(pair)
     }
 
     /// `ip netns exec NS PROGRAM`.
@@ -130,7 +130,7 @@ impl VethLab {
     }
 }
 
-impl Drop for VethLab {
+impl Drop for VethPair {
     fn drop(&mut self) {
         // Deleting a namespace deletes its end of the veth, and so the pair.
         for ns in [&self.a, &self.b] {
@@ -377,8 +377,8 @@ pub fn run_announcer_child(unfiltered: bool) -> anyhow::Result<()> {
 /// Spawns the announcer child inside `ns`: `exe` re-run with `args` (a test
 /// binary's filter arguments, or a benchmark's `--child`), with
 /// `FLB_ANNOUNCER_CHILD=1` set. Returns once it reported ready.
-pub fn spawn_announcer(lab: &VethLab, ns: &str, exe: &str, args: &[&str]) -> io::Result<Proc> {
-    let mut cmd = lab.cmd(ns, exe);
+pub fn spawn_announcer(pair: &VethPair, ns: &str, exe: &str, args: &[&str]) -> io::Result<Proc> {
+    let mut cmd = pair.cmd(ns, exe);
     cmd.args(args).env("FLB_ANNOUNCER_CHILD", "1");
     let p = Proc::spawn(cmd)?;
     p.wait_line(Duration::from_secs(20), |l| l == "flb: ready")
@@ -388,8 +388,8 @@ pub fn spawn_announcer(lab: &VethLab, ns: &str, exe: &str, args: &[&str]) -> io:
 
 /// Starts tcpdump on `lan0` in `ns` with line-buffered, link-level output,
 /// and returns once it is capturing.
-pub fn tcpdump(lab: &VethLab, ns: &str, filter: &str) -> io::Result<Proc> {
-    let mut cmd = lab.cmd(ns, "tcpdump");
+pub fn tcpdump(pair: &VethPair, ns: &str, filter: &str) -> io::Result<Proc> {
+    let mut cmd = pair.cmd(ns, "tcpdump");
     cmd.args(["-l", "-n", "-e", "-i", IFACE]).arg(filter);
     let p = Proc::spawn(cmd)?;
     p.wait_err_line(Duration::from_secs(10), |l| l.contains("listening on"))

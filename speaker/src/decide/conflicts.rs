@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::state::{Eligibility, ServiceKey};
+use super::eligibility::Eligibility;
+use super::inputs::ServiceKey;
 use crate::announce::Conflict;
 
 /// Reason of the Warning event on the Services of an address another MAC claims.

@@ -1,4 +1,8 @@
-//! Kubernetes objects to the plain values of [`super::state`].
+//! Kubernetes objects to the compact values the speaker keeps of them: the plain
+//! values the decisions read ([`crate::decide::inputs`]) and what the shell needs
+//! besides (uids for events, ports for the NodePort DNAT). Everything else
+//! (managedFields, annotations, labels, selectors, cluster IPs...) is dropped on
+//! arrival.
 
 use std::net::IpAddr;
 
@@ -6,7 +10,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
-use super::state::{NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
+use crate::decide::{NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
 use crate::nat::{ServiceNat, service_nat};
 
 /// The label tying an EndpointSlice to its Service.
@@ -14,7 +18,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The Service as the speaker sees it, or `None` when the speaker does not handle it:
 /// not of type LoadBalancer, another load balancer class, or no address in status.
-pub fn service(svc: &Service, lb_class: Option<&str>) -> Option<ServiceInfo> {
+pub fn service_info(svc: &Service, lb_class: Option<&str>) -> Option<ServiceInfo> {
     let spec = svc.spec.as_ref()?;
     if spec.type_.as_deref() != Some("LoadBalancer")
         || spec.load_balancer_class.as_deref() != lb_class
@@ -40,22 +44,21 @@ pub fn service(svc: &Service, lb_class: Option<&str>) -> Option<ServiceInfo> {
 }
 
 /// What the speaker keeps of a Service it handles: the uid (for events), what
-/// [`service`] reads, and the ports and source ranges (for the NodePort DNAT). A plain struct rather than a
-/// trimmed `Service`: k8s-openapi's types carry hundreds of bytes of empty optional
-/// fields each, which at 1,000 Services was a large share of the speaker's memory.
+/// [`service_info`] reads, and the ports and source ranges (for the NodePort DNAT). A
+/// plain struct rather than a trimmed `Service`, whose k8s-openapi type carries
+/// hundreds of bytes of empty optional fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SvcEntry {
+pub struct ServiceEntry {
     pub uid: Option<String>,
     pub info: ServiceInfo,
     pub nat: ServiceNat,
 }
 
-/// The [`SvcEntry`] of a Service the speaker handles (`None` for the others, see
-/// [`service`]); everything else (managedFields, annotations, labels, selector, cluster
-/// IPs...) is dropped on arrival.
-pub fn compact_service(svc: &Service, lb_class: Option<&str>) -> Option<SvcEntry> {
-    Some(SvcEntry {
-        info: service(svc, lb_class)?,
+/// The [`ServiceEntry`] of a Service the speaker handles (`None` for the others, see
+/// [`service_info`]).
+pub fn service_entry(svc: &Service, lb_class: Option<&str>) -> Option<ServiceEntry> {
+    Some(ServiceEntry {
+        info: service_info(svc, lb_class)?,
         uid: svc.metadata.uid.clone(),
         nat: service_nat(svc),
     })
@@ -69,15 +72,15 @@ pub struct NodeEntry {
     pub internal_ips: Vec<IpAddr>,
 }
 
-pub fn compact_node(n: &Node) -> NodeEntry {
+pub fn node_entry(n: &Node) -> NodeEntry {
     NodeEntry {
-        info: node(n),
+        info: node_info(n),
         internal_ips: internal_ips(n),
     }
 }
 
 /// The Service an EndpointSlice belongs to, with its readiness.
-pub fn slice(es: &EndpointSlice) -> Option<(ServiceKey, SliceReadiness)> {
+pub fn slice_readiness(es: &EndpointSlice) -> Option<(ServiceKey, SliceReadiness)> {
     let svc = es.labels().get(SERVICE_NAME_LABEL)?;
     let key = ServiceKey::new(es.namespace().unwrap_or_default(), svc.clone());
     let mut r = SliceReadiness::default();
@@ -95,7 +98,7 @@ pub fn slice(es: &EndpointSlice) -> Option<(ServiceKey, SliceReadiness)> {
     Some((key, r))
 }
 
-pub fn node(n: &Node) -> NodeInfo {
+pub fn node_info(n: &Node) -> NodeInfo {
     let status = n.status.as_ref();
     let condition = |t: &str| {
         status
@@ -151,20 +154,20 @@ mod tests {
             "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
             "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.10"}, {"hostname": "x"}]}}
         });
-        let info = service(&svc(base.clone()), None).unwrap();
+        let info = service_info(&svc(base.clone()), None).unwrap();
         assert_eq!(info.ips, ["198.51.100.10".parse::<IpAddr>().unwrap()]);
         assert!(info.local);
-        assert!(service(&svc(base.clone()), Some("ferrolb")).is_none());
+        assert!(service_info(&svc(base.clone()), Some("ferrolb")).is_none());
         let mut classed = base.clone();
         classed["spec"]["loadBalancerClass"] = json!("ferrolb");
-        assert!(service(&svc(classed.clone()), None).is_none());
-        assert!(service(&svc(classed), Some("ferrolb")).is_some());
+        assert!(service_info(&svc(classed.clone()), None).is_none());
+        assert!(service_info(&svc(classed), Some("ferrolb")).is_some());
         let mut cluster_ip = base.clone();
         cluster_ip["spec"]["type"] = json!("ClusterIP");
-        assert!(service(&svc(cluster_ip), None).is_none());
+        assert!(service_info(&svc(cluster_ip), None).is_none());
         let mut pending = base;
         pending["status"] = json!({});
-        assert!(service(&svc(pending), None).is_none());
+        assert!(service_info(&svc(pending), None).is_none());
     }
 
     #[test]
@@ -180,8 +183,8 @@ mod tests {
             "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.10", "ipMode": "VIP"},
                                                     {"hostname": "x"}]}}
         }));
-        let c = compact_service(&full, None).unwrap();
-        assert_eq!(Some(&c.info), service(&full, None).as_ref());
+        let c = service_entry(&full, None).unwrap();
+        assert_eq!(Some(&c.info), service_info(&full, None).as_ref());
         assert_eq!(c.uid.as_deref(), Some("u1"));
         assert_eq!(
             c.nat.ports,
@@ -192,7 +195,7 @@ mod tests {
             }]
         );
         // A Service the speaker does not handle is not kept.
-        assert!(compact_service(&full, Some("other")).is_none());
+        assert!(service_entry(&full, Some("other")).is_none());
     }
 
     #[test]
@@ -209,7 +212,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let (key, r) = slice(&es).unwrap();
+        let (key, r) = slice_readiness(&es).unwrap();
         assert_eq!(key, ServiceKey::new("default", "echo"));
         assert!(r.any_ready);
         assert_eq!(
@@ -219,7 +222,7 @@ mod tests {
         );
         let mut orphan = es.clone();
         orphan.metadata.labels = None;
-        assert!(slice(&orphan).is_none());
+        assert!(slice_readiness(&orphan).is_none());
     }
 
     #[test]
@@ -239,7 +242,7 @@ mod tests {
             }
         }))
         .unwrap();
-        let i = node(&n);
+        let i = node_info(&n);
         assert!(i.ready && !i.network_unavailable && !i.excluded());
         assert_eq!(i.internal_ip, Some("192.0.2.11".parse().unwrap()));
         assert_eq!(i.labels["zone"], "a");
@@ -249,10 +252,10 @@ mod tests {
                                       {"type": "NetworkUnavailable", "status": "True"}]}
         }))
         .unwrap();
-        let i = node(&unknown);
+        let i = node_info(&unknown);
         assert!(!i.ready && i.network_unavailable && i.internal_ip.is_none());
         assert!(
-            !node(&Node::default()).ready,
+            !node_info(&Node::default()).ready,
             "no Ready condition: not ready"
         );
     }

@@ -5,7 +5,11 @@ use std::collections::VecDeque;
 
 use super::*;
 use crate::announce::FakeAnnouncer;
-use crate::run::state::{EXCLUDE_LABEL, NodeInfo, ServiceInfo, ServiceKey, SliceReadiness};
+use crate::decide::inputs::{
+    ApiSnapshot, EXCLUDE_LABEL, NodeInfo, ServiceInfo, ServiceKey, SliceReadiness,
+};
+use crate::decide::layer2::L2Statuses;
+use crate::decide::protocol::ProtocolName;
 
 const PORT: u16 = 7946;
 const NAMES: [&str; 3] = ["n1", "n2", "n3"];
@@ -20,7 +24,7 @@ fn node_ip(i: usize) -> IpAddr {
     IpAddr::from([192, 0, 2, 11 + u8::try_from(i).unwrap()])
 }
 
-fn world() -> World {
+fn view() -> ApiSnapshot {
     let loaded = ferrolb_config::load::from_yaml(
         "apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
@@ -33,7 +37,7 @@ metadata: {name: l2, namespace: metallb-system}
 ",
     )
     .unwrap();
-    let mut w = World {
+    let mut w = ApiSnapshot {
         config: Some(ferrolb_config::Config::build(&loaded.sources).unwrap()),
         ..Default::default()
     };
@@ -72,6 +76,8 @@ struct Net {
     start: Instant,
     now: Instant,
     nodes: Vec<Driver<FakeAnnouncer>>,
+    /// What each node has seen of the API.
+    views: Vec<ApiSnapshot>,
     /// (deliver at, from, to, payload)
     wire: VecDeque<(Instant, usize, usize, Vec<u8>)>,
     crashed: BTreeSet<usize>,
@@ -84,6 +90,7 @@ impl Net {
     fn new(with_key: bool) -> Net {
         let now = Instant::now();
         let mut nodes = Vec::new();
+        let mut views = Vec::new();
         for n in NAMES {
             let mut d = Driver::new(
                 n,
@@ -91,18 +98,20 @@ impl Net {
                 membership::Config::default(),
                 FakeAnnouncer::default(),
             );
-            *d.world_mut() = world();
-            d.api_changed(now);
+            let v = view();
+            d.api_changed(&v, now);
             if with_key {
                 d.set_key(Some(Key::new(b"lab-secret-0123456789").unwrap()), 1, now)
                     .unwrap();
             }
             nodes.push(d);
+            views.push(v);
         }
         Net {
             start: now,
             now,
             nodes,
+            views,
             wire: VecDeque::new(),
             crashed: BTreeSet::new(),
             cut: BTreeSet::new(),
@@ -173,7 +182,13 @@ impl Net {
     fn announcers(&self, addr: IpAddr) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| !self.crashed.contains(i))
-            .filter(|&i| self.nodes[i].announcer().leading.contains_key(&addr))
+            .filter(|&i| {
+                self.nodes[i]
+                    .layer2()
+                    .announcer()
+                    .leading
+                    .contains_key(&addr)
+            })
             .collect()
     }
 
@@ -193,7 +208,11 @@ fn converges_to_the_elected_announcer_for_every_address() {
         assert_eq!(net.announcers(a), [net.expected_leader(a, &[0, 1, 2])]);
     }
     // Everyone was live from the start: no address ever moved, one burst each.
-    let bursts: usize = net.nodes.iter().map(|d| d.announcer().bursts.len()).sum();
+    let bursts: usize = net
+        .nodes
+        .iter()
+        .map(|d| d.layer2().announcer().bursts.len())
+        .sum();
     assert_eq!(bursts, ADDRS.len());
     assert!(
         net.nodes
@@ -222,7 +241,7 @@ fn without_a_key_nothing_is_announced() {
     let leader = net.expected_leader(a, &[0, 1, 2]);
     assert_eq!(net.announcers(a), [leader]);
     let t = net.nodes[leader].set_key(None, 3, now).unwrap();
-    assert!(t.lost.contains(&a));
+    assert!(t.of(ProtocolName::Layer2).lost.contains(&a));
     assert!(net.announcers(a).is_empty());
 }
 
@@ -254,7 +273,7 @@ fn a_crashed_leader_is_replaced_by_its_runner_up() {
         .log
         .iter()
         .filter(|(i, _)| *i == next)
-        .map(|(_, t)| t.takeovers)
+        .map(|(_, t)| t.of(ProtocolName::Layer2).takeovers)
         .sum();
     assert!(takeovers >= 1);
 }
@@ -282,9 +301,9 @@ fn graceful_leave_hands_over_without_a_gap() {
     }
     let took_over = overlap_from.expect("the runner-up took over before the leaving node stopped");
     let t = net.nodes[leader].finish_leave();
-    assert!(t.lost.contains(&a));
+    assert!(t.of(ProtocolName::Layer2).lost.contains(&a));
     assert_eq!(net.announcers(a), [next]);
-    assert!(net.nodes[leader].announcer().leading.is_empty());
+    assert!(net.nodes[leader].layer2().announcer().leading.is_empty());
     assert!(took_over < wait, "{took_over:?} vs {wait:?}");
     // The leaving node's last words let the runner-up take over at once, not after
     // the detection time.
@@ -293,15 +312,10 @@ fn graceful_leave_hands_over_without_a_gap() {
         "runner-up took over only after {took_over:?}"
     );
     // The leaving node stays out even if the API changes while it waits.
-    net.nodes[leader]
-        .world_mut()
-        .nodes
-        .get_mut(NAMES[next])
-        .unwrap()
-        .ready = false;
+    net.views[leader].nodes.get_mut(NAMES[next]).unwrap().ready = false;
     let now = net.now;
-    let t = net.nodes[leader].api_changed(now);
-    assert!(t.is_empty() && net.nodes[leader].announcer().leading.is_empty());
+    let t = net.nodes[leader].api_changed(&net.views[leader], now);
+    assert!(t.is_empty() && net.nodes[leader].layer2().announcer().leading.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -312,19 +326,23 @@ async fn leave_keeps_answering_for_exactly_the_wait() {
         membership::Config::default(),
         FakeAnnouncer::default(),
     );
-    *d.world_mut() = world();
-    d.world_mut().nodes.retain(|n, _| n == "n1");
+    let mut v = view();
+    v.nodes.retain(|n, _| n == "n1");
     let now = Instant::now();
-    d.api_changed(now);
+    d.api_changed(&v, now);
     d.set_key(Some(Key::new(b"0123456789abcdef").unwrap()), 1, now)
         .unwrap();
-    assert_eq!(d.announcer().leading.len(), 3, "alone, it leads everything");
+    assert_eq!(
+        d.layer2().announcer().leading.len(),
+        3,
+        "alone, it leads everything"
+    );
     let wait = Duration::from_millis(300);
     let started = tokio::time::Instant::now();
     let t = leave(&mut d, wait).await;
     assert_eq!(tokio::time::Instant::now() - started, wait);
-    assert_eq!(t.lost.len(), 3);
-    assert!(d.announcer().leading.is_empty());
+    assert_eq!(t.of(ProtocolName::Layer2).lost.len(), 3);
+    assert!(d.layer2().announcer().leading.is_empty());
     assert!(d.poll_timeout().is_none() && d.poll_transmit().is_none());
 }
 
@@ -338,7 +356,7 @@ fn an_isolated_leader_stops_and_the_others_take_over() {
     let next = net.expected_leader(a, &others);
     net.cut.insert(leader);
     net.until(Duration::from_secs(3), |n| {
-        n.nodes[leader].announcer().leading.is_empty()
+        n.nodes[leader].layer2().announcer().leading.is_empty()
     })
     .expect("the isolated node stops announcing");
     assert!(net.nodes[leader].membership().unwrap().is_isolated());
@@ -361,14 +379,13 @@ fn api_changes_move_addresses_without_the_membership() {
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let next = net.expected_leader(a, &others);
     let now = net.now;
-    for d in &mut net.nodes {
-        d.world_mut()
-            .nodes
+    for (d, v) in net.nodes.iter_mut().zip(&mut net.views) {
+        v.nodes
             .get_mut(NAMES[leader])
             .unwrap()
             .labels
             .insert(EXCLUDE_LABEL.into(), "true".into());
-        d.api_changed(now);
+        d.api_changed(v, now);
     }
     assert_eq!(net.announcers(a), [next], "moved in the same step");
     // The excluded node is still a live member: only eligibility changed.
@@ -387,18 +404,23 @@ fn a_new_sharer_is_reported_as_a_respec() {
     let a = ip(ADDRS[0]);
     let leader = net.expected_leader(a, &[0, 1, 2]);
     let now = net.now;
-    let d = &mut net.nodes[leader];
-    d.world_mut().services.insert(
+    let (d, v) = (&mut net.nodes[leader], &mut net.views[leader]);
+    v.services.insert(
         ServiceKey::new("default", "other"),
         ServiceInfo {
             ips: vec![a],
             local: false,
         },
     );
-    let t = d.api_changed(now);
-    assert!(t.gained.is_empty() && t.lost.is_empty());
-    assert_eq!(t.respec, BTreeSet::from([a]));
-    assert_eq!(d.announcer().leading[&a].services.len(), 2);
+    let t = d.api_changed(v, now);
+    assert!(
+        t.of(ProtocolName::Layer2).gained.is_empty() && t.of(ProtocolName::Layer2).lost.is_empty()
+    );
+    assert_eq!(
+        t.of(ProtocolName::Layer2).services_changed,
+        BTreeSet::from([a])
+    );
+    assert_eq!(d.layer2().announcer().leading[&a].services.len(), 2);
 }
 
 #[test]
@@ -406,8 +428,8 @@ fn nodes_in_the_api_become_peers_and_silent_ones_are_dropped() {
     let mut net = Net::new(true);
     net.run_for(Duration::from_millis(500));
     let now = net.now;
-    for d in &mut net.nodes {
-        d.world_mut().nodes.insert(
+    for (d, v) in net.nodes.iter_mut().zip(&mut net.views) {
+        v.nodes.insert(
             "n4".into(),
             NodeInfo {
                 ready: true,
@@ -415,7 +437,7 @@ fn nodes_in_the_api_become_peers_and_silent_ones_are_dropped() {
                 ..Default::default()
             },
         );
-        d.api_changed(now);
+        d.api_changed(v, now);
         assert!(
             d.membership().unwrap().is_alive("n4"),
             "a new peer starts alive"
@@ -474,12 +496,12 @@ fn apply_key_starts_rotates_and_stops() {
     assert!(t.is_empty());
     // The same membership goes on (its counters were not reset).
     assert!(net.nodes[0].membership().unwrap().stats().sent >= sent);
-    let led = net.nodes[0].announcer().leading.len();
+    let led = net.nodes[0].layer2().announcer().leading.len();
     let (c, t) = net.nodes[0].apply_key(None, 3, now).unwrap();
     assert_eq!(c, KeyChange::Stopped);
-    assert_eq!(t.lost.len(), led);
+    assert_eq!(t.of(ProtocolName::Layer2).lost.len(), led);
     assert!(net.nodes[0].membership().is_none());
-    assert!(net.nodes[0].announcer().leading.is_empty());
+    assert!(net.nodes[0].layer2().announcer().leading.is_empty());
 }
 
 /// The Secret's key changes; the speakers see it 3 s apart (watch delays, a slow API
@@ -555,24 +577,24 @@ fn a_key_restart_seen_seconds_apart_moves_addresses() {
 fn add_dual_stack(net: &mut Net) -> (IpAddr, IpAddr) {
     let (v4, v6) = (ip("198.51.100.13"), ip("2001:db8:100::10"));
     let now = net.now;
-    for d in &mut net.nodes {
+    for (d, v) in net.nodes.iter_mut().zip(&mut net.views) {
         let key = ServiceKey::new("default", "dual");
         // The IPv6 address listed first: the election must not depend on the order.
-        d.world_mut().services.insert(
+        v.services.insert(
             key.clone(),
             ServiceInfo {
                 ips: vec![v6, v4],
                 local: false,
             },
         );
-        d.world_mut().slices.insert(
+        v.slices.insert(
             key,
             SliceReadiness {
                 any_ready: true,
                 ready_nodes: vec!["n2".to_string()],
             },
         );
-        d.api_changed(now);
+        d.api_changed(v, now);
     }
     (v4, v6)
 }
@@ -588,7 +610,10 @@ fn a_dual_stack_service_has_one_leader_and_fails_over_whole() {
     assert_eq!(net.announcers(v4), [leader]);
     assert_eq!(net.announcers(v6), [leader]);
     for d in &net.nodes {
-        assert_eq!(d.plan().leaders[&v4], d.plan().leaders[&v6]);
+        assert_eq!(
+            d.layer2().election().leaders[&v4],
+            d.layer2().election().leaders[&v6]
+        );
     }
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let next = net.expected_leader(v4, &others);
@@ -601,7 +626,7 @@ fn a_dual_stack_service_has_one_leader_and_fails_over_whole() {
     let mut split = Vec::new();
     net.until(Duration::from_secs(3), |n| {
         for i in (0..3).filter(|i| !n.crashed.contains(i)) {
-            let l = &n.nodes[i].announcer().leading;
+            let l = &n.nodes[i].layer2().announcer().leading;
             if l.contains_key(&v4) != l.contains_key(&v6) {
                 split.push((i, n.now));
             }
@@ -614,4 +639,29 @@ fn a_dual_stack_service_has_one_leader_and_fails_over_whole() {
         "a node announced one family only: {split:?}"
     );
     assert_eq!(net.announcers(v6), [next]);
+}
+
+#[test]
+fn a_transition_carries_what_the_shell_needs() {
+    let mut net = Net::new(true);
+    net.run_for(Duration::from_millis(300));
+    let a = ip(ADDRS[0]);
+    let leader = net.expected_leader(a, &[0, 1, 2]);
+    let key = ServiceKey::new("default", "echo-0");
+    let now = net.now;
+    let t = net.nodes[leader].set_key(None, 9, now).unwrap();
+    assert!(t.of(ProtocolName::Layer2).lost.contains(&a));
+    let announcing = t.announcing.expect("with every change");
+    assert!(announcing[&ProtocolName::Layer2].is_empty());
+    assert_eq!(t.l2_statuses, Some(L2Statuses::new()));
+    let t = net.nodes[leader].set_key(Some(old_key()), 10, now).unwrap();
+    // A new membership starts with every peer alive: it leads the address again at once.
+    let c = t.of(ProtocolName::Layer2);
+    assert_eq!(c.gained[&a], vec![key.clone()]);
+    let announcing = t.announcing.expect("with every change");
+    assert_eq!(announcing[&ProtocolName::Layer2][&a], vec![key.clone()]);
+    let statuses = t.l2_statuses.expect("with every change");
+    assert_eq!(statuses[&key], BTreeSet::from(["eth0".to_string()]));
+    // Nothing changed, nothing to carry.
+    assert!(net.nodes[leader].handle_timeout(now).is_empty());
 }

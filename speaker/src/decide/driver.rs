@@ -1,10 +1,11 @@
-//! One speaker without Kubernetes or sockets: the API view ([`World`]), the membership
-//! state machine and the [`Announcer`], tied together so that every change reaches
-//! `set_leading` at once.
+//! One speaker's decisions without Kubernetes or sockets: the membership state machine
+//! and the announcement protocols, tied together so that every change reaches the
+//! network at once.
 //!
-//! The runner in [`super`] owns the socket, the clock and the API; it feeds this type
-//! and carries out the side effects it reports ([`Transition`]). Tests drive several of
-//! them over an in-memory network with a simulated clock.
+//! The shell ([`crate::run`]) owns the socket, the clock and the API objects; it feeds
+//! this type and carries out what each call returns ([`Transition`],
+//! [`Observations`]). Tests drive several of them over an in-memory network with a
+//! simulated clock.
 //!
 //! Safety rules enforced here rather than by the caller: without a membership key this
 //! node announces nothing (an unauthenticated cluster could be made to elect anyone),
@@ -16,28 +17,58 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::state::{self, Eligibility, Liveness, Plan, World};
-use crate::announce::{AnnounceSpec, Announcer};
-use crate::membership::{self, Event, Key, Membership, MembershipError};
+use super::inputs::ApiInputs;
+use super::layer2::{L2Statuses, Layer2, Layer2Observations};
+use super::protocol::{
+    AnnouncementChanges, AnnouncementProtocol, Announcing, Liveness, ProtocolName,
+};
+use crate::announce::Announcer;
+use crate::membership::{self, Event, Key, Membership, MembershipError, Stats};
 
-/// What changed in this node's led set, for the side effects that follow
-/// `set_leading` (events, ServiceL2Status, metrics).
+/// What one call changed in what this node announces, and what the shell needs to
+/// follow it (events, metrics, the NodePort DNAT, ServiceL2Status).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transition {
-    /// Addresses this node started leading.
-    pub gained: BTreeMap<IpAddr, AnnounceSpec>,
-    /// Addresses this node stopped leading.
-    pub lost: BTreeSet<IpAddr>,
-    /// Addresses taken over from another node that led them in the previous round.
-    pub takeovers: u64,
-    /// The Services of a led address changed (an address became shared, or unshared).
-    pub respec: BTreeSet<IpAddr>,
+    /// What changed, per protocol that changed anything.
+    pub changes: BTreeMap<ProtocolName, AnnouncementChanges>,
+    /// When anything changed: everything this node announces now, per protocol.
+    pub announcing: Option<BTreeMap<ProtocolName, Announcing>>,
+    /// When anything changed: the ServiceL2Status objects this node owns now.
+    pub l2_statuses: Option<L2Statuses>,
 }
 
 impl Transition {
     pub fn is_empty(&self) -> bool {
-        self.gained.is_empty() && self.lost.is_empty() && self.respec.is_empty()
+        self.changes.is_empty()
     }
+
+    /// What `protocol` changed (nothing when it is not listed).
+    pub fn of(&self, protocol: ProtocolName) -> &AnnouncementChanges {
+        static NOTHING: AnnouncementChanges = AnnouncementChanges {
+            gained: BTreeMap::new(),
+            lost: BTreeSet::new(),
+            takeovers: 0,
+            services_changed: BTreeSet::new(),
+        };
+        self.changes.get(&protocol).unwrap_or(&NOTHING)
+    }
+}
+
+/// What the membership reports about itself, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipHealth {
+    pub stats: Stats,
+    /// Live members, this node included.
+    pub live_members: usize,
+    pub isolated: bool,
+}
+
+/// What the speaker observed since the last call to [`Driver::observe`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observations {
+    /// `None` while no membership runs (no key).
+    pub membership: Option<MembershipHealth>,
+    pub layer2: Layer2Observations,
 }
 
 /// What [`Driver::apply_key`] did.
@@ -65,75 +96,52 @@ pub fn handover_wait(cfg: &membership::Config) -> Duration {
 pub struct Driver<A> {
     me: String,
     port: u16,
-    mcfg: membership::Config,
-    world: World,
-    eligibility: BTreeMap<IpAddr, Eligibility>,
+    membership_config: membership::Config,
     membership: Option<Membership>,
-    announcer: A,
-    plan: Plan,
+    layer2: Layer2<A>,
     leaving: bool,
     /// The peer list last given to the membership; it is only replaced when it
     /// changes, not on every Service or EndpointSlice event.
     peers: Vec<String>,
+    /// The other nodes' InternalIPs as of the last [`Driver::api_changed`]: where
+    /// their datagrams go.
+    peer_addresses: BTreeMap<String, IpAddr>,
+    /// This node's InternalIP as of the last [`Driver::api_changed`].
+    own_address: Option<IpAddr>,
 }
 
 impl<A: Announcer> Driver<A> {
     /// `port` is the membership port every speaker listens on.
-    pub fn new(me: &str, port: u16, mcfg: membership::Config, announcer: A) -> Self {
+    pub fn new(me: &str, port: u16, membership_config: membership::Config, announcer: A) -> Self {
         Self {
             me: me.to_string(),
             port,
-            mcfg,
-            world: World::default(),
-            eligibility: BTreeMap::new(),
+            membership_config,
             membership: None,
-            announcer,
-            plan: Plan::default(),
+            layer2: Layer2::new(announcer),
             leaving: false,
             peers: Vec::new(),
+            peer_addresses: BTreeMap::new(),
+            own_address: None,
         }
     }
 
-    pub fn me(&self) -> &str {
-        &self.me
+    /// The layer-2 protocol, for tests.
+    #[cfg(test)]
+    pub fn layer2(&self) -> &Layer2<A> {
+        &self.layer2
     }
 
-    pub fn world(&self) -> &World {
-        &self.world
-    }
-
-    /// Changes the API view; call [`Driver::api_changed`] afterwards.
-    pub fn world_mut(&mut self) -> &mut World {
-        &mut self.world
-    }
-
-    pub fn eligibility(&self) -> &BTreeMap<IpAddr, Eligibility> {
-        &self.eligibility
-    }
-
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
-    pub fn announcer(&self) -> &A {
-        &self.announcer
-    }
-
-    pub fn announcer_mut(&mut self) -> &mut A {
-        &mut self.announcer
-    }
-
+    /// The membership, for tests.
+    #[cfg(test)]
     pub fn membership(&self) -> Option<&Membership> {
         self.membership.as_ref()
     }
 
-    pub fn is_leaving(&self) -> bool {
-        self.leaving
-    }
-
-    /// This node's InternalIP as the API reports it.
+    /// This node's InternalIP as the API reported it at the last
+    /// [`Driver::api_changed`].
     pub fn own_address(&self) -> Option<IpAddr> {
-        self.world.nodes.get(&self.me).and_then(|n| n.internal_ip)
+        self.own_address
     }
 
     /// Replaces the membership key. `None` (the Secret is missing or has no key)
@@ -149,8 +157,15 @@ impl<A: Announcer> Driver<A> {
             None => None,
             Some(k) => {
                 let seed = epoch ^ crate::election::weight(&self.me, IpAddr::from([0, 0, 0, 0]));
-                let mut m = Membership::new(self.mcfg.clone(), &self.me, k, epoch, seed, now)?;
-                self.peers = self.peer_names();
+                let mut m = Membership::new(
+                    self.membership_config.clone(),
+                    &self.me,
+                    k,
+                    epoch,
+                    seed,
+                    now,
+                )?;
+                self.peers = self.peer_addresses.keys().cloned().collect();
                 m.set_peers(&self.peers, now)?;
                 Some(m)
             }
@@ -187,21 +202,23 @@ impl<A: Announcer> Driver<A> {
         }
     }
 
-    fn peer_names(&self) -> Vec<String> {
-        self.world
-            .nodes
-            .iter()
-            .filter(|(n, i)| **n != self.me && i.internal_ip.is_some())
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-
-    /// The API view changed: recomputes eligibility and the peer list, then elects.
-    pub fn api_changed(&mut self, now: Instant) -> Transition {
-        // Emptied first: the old and the new map are never in memory together.
-        self.eligibility.clear();
-        self.eligibility = self.world.eligibility();
-        let peers = self.peer_names();
+    /// The API objects changed: every protocol recomputes its eligibility, the peer
+    /// list follows the Nodes, then every protocol decides again.
+    pub fn api_changed(&mut self, view: &dyn ApiInputs, now: Instant) -> Transition {
+        let protocols: [&mut dyn AnnouncementProtocol; 1] = [&mut self.layer2];
+        for p in protocols {
+            p.api_changed(view);
+        }
+        self.own_address = None;
+        self.peer_addresses.clear();
+        for (name, node) in view.nodes() {
+            if name == self.me {
+                self.own_address = node.internal_ip;
+            } else if let Some(ip) = node.internal_ip {
+                self.peer_addresses.insert(name.to_string(), ip);
+            }
+        }
+        let peers: Vec<String> = self.peer_addresses.keys().cloned().collect();
         if peers != self.peers
             && let Some(m) = &mut self.membership
         {
@@ -261,11 +278,25 @@ impl<A: Announcer> Driver<A> {
         // "last words" that `begin_leave` queued.
         let m = self.membership.as_mut()?;
         while let Some(t) = m.poll_transmit() {
-            if let Some(ip) = self.world.nodes.get(&*t.to).and_then(|n| n.internal_ip) {
-                return Some((SocketAddr::new(ip, self.port), t.payload));
+            if let Some(ip) = self.peer_addresses.get(&*t.to) {
+                return Some((SocketAddr::new(*ip, self.port), t.payload));
             }
         }
         None
+    }
+
+    /// What the membership and the protocols observed since the last call, for
+    /// metrics, logs and events, and the ServiceL2Status objects this node owns.
+    pub fn observe(&mut self, now: Instant) -> Observations {
+        let membership = self.membership.as_ref().map(|m| MembershipHealth {
+            stats: m.stats().clone(),
+            live_members: m.live_members().count(),
+            isolated: m.is_isolated(),
+        });
+        Observations {
+            membership,
+            layer2: self.layer2.observe(&self.me, now),
+        }
     }
 
     /// True when an event changed the live set or this node's standing.
@@ -286,8 +317,8 @@ impl<A: Announcer> Driver<A> {
         any
     }
 
-    /// Elects and applies the result to the announcer when this node's share changed.
-    pub fn reelect(&mut self) -> Transition {
+    /// Every protocol decides again over the current live set.
+    fn reelect(&mut self) -> Transition {
         if self.leaving {
             // Frozen: keep answering what we led until the handover ends.
             return Transition::default();
@@ -300,35 +331,28 @@ impl<A: Announcer> Driver<A> {
             }
             _ => Liveness::Silent,
         };
-        let new = state::plan(&self.me, &self.eligibility, liveness);
-        let t = self.transition_to(&new);
-        if !t.is_empty() || new.mine != self.plan.mine {
-            self.announcer.set_leading(new.mine.clone());
+        let mut t = Transition::default();
+        let protocols: [&mut dyn AnnouncementProtocol; 1] = [&mut self.layer2];
+        for p in protocols {
+            let c = p.decide(&self.me, liveness);
+            if !c.is_empty() {
+                t.changes.insert(p.name(), c);
+            }
         }
-        self.plan = new;
-        t
+        self.complete(t)
     }
 
-    fn transition_to(&self, new: &Plan) -> Transition {
-        let mut t = Transition::default();
-        for (ip, spec) in &new.mine {
-            match self.plan.mine.get(ip) {
-                None => {
-                    t.gained.insert(*ip, spec.clone());
-                    if self.plan.leaders.get(ip).is_some_and(|l| *l != self.me) {
-                        t.takeovers += 1;
-                    }
-                }
-                Some(old) if old.services != spec.services => {
-                    t.respec.insert(*ip);
-                }
-                Some(_) => {}
-            }
-        }
-        for ip in self.plan.mine.keys() {
-            if !new.mine.contains_key(ip) {
-                t.lost.insert(*ip);
-            }
+    /// Adds what the shell needs to follow a change.
+    fn complete(&self, mut t: Transition) -> Transition {
+        if !t.is_empty() {
+            let protocols: [&dyn AnnouncementProtocol; 1] = [&self.layer2];
+            t.announcing = Some(
+                protocols
+                    .iter()
+                    .map(|p| (p.name(), p.announcing()))
+                    .collect(),
+            );
+            t.l2_statuses = Some(self.layer2.statuses(&self.me));
         }
         t
     }
@@ -342,27 +366,39 @@ impl<A: Announcer> Driver<A> {
     /// its monitors and a few others: the caller sends them with [`Driver::poll_transmit`]
     /// at once, so the runners-up take over within milliseconds instead of after the
     /// detection time; the wait stays the full detection time in case they are lost.
-    pub fn begin_leave(&mut self) {
-        if !self.leaving {
-            info!(
-                leading = self.plan.mine.len(),
-                "leaving the membership, still answering"
-            );
-            if let Some(m) = &mut self.membership {
-                m.leave(Instant::now());
-            }
-            self.leaving = true;
+    pub fn begin_leave(&mut self) -> Transition {
+        if self.leaving {
+            return Transition::default();
         }
+        info!(
+            leading = self.layer2.announcing().len(),
+            "leaving the membership, still answering"
+        );
+        if let Some(m) = &mut self.membership {
+            m.leave(Instant::now());
+        }
+        self.leaving = true;
+        let mut t = Transition::default();
+        let protocols: [&mut dyn AnnouncementProtocol; 1] = [&mut self.layer2];
+        for p in protocols {
+            let c = p.begin_leave();
+            if !c.is_empty() {
+                t.changes.insert(p.name(), c);
+            }
+        }
+        self.complete(t)
     }
 
-    /// Last step of a graceful stop: stops answering for everything.
+    /// Last step of a graceful stop: stops announcing everything.
     pub fn finish_leave(&mut self) -> Transition {
-        let t = Transition {
-            lost: self.plan.mine.keys().copied().collect(),
-            ..Default::default()
-        };
-        self.plan.mine.clear();
-        self.announcer.set_leading(BTreeMap::new());
+        let mut t = Transition::default();
+        let protocols: [&mut dyn AnnouncementProtocol; 1] = [&mut self.layer2];
+        for p in protocols {
+            let c = p.withdraw_all();
+            if !c.is_empty() {
+                t.changes.insert(p.name(), c);
+            }
+        }
         t
     }
 }
