@@ -114,16 +114,25 @@ async fn dual_stack_service_is_answered_by_arp_and_ndp_and_v6_fails_over() {
         seen.insert(ask(&lab, &url(v6)).expect("v6 request"));
     }
     assert!(seen.is_subset(&pods) && seen.len() >= 2, "answers {seen:?}");
-    let m = metrics(&lab, &who6);
-    assert!(
-        metric(
-            &m,
-            "metallb_layer2_responses_sent_total",
-            &format!("ip=\"{v6}\"")
-        )
-        .is_some_and(|v| v > 0.0),
-        "no NDP responses counted on {who6}"
-    );
+    // The speaker publishes its counters on its one-second tick.
+    eventually(
+        &format!("NDP responses counted on {who6}"),
+        Duration::from_secs(5),
+        || async {
+            let m = metrics(&lab, &who6);
+            let sent = metric(
+                &m,
+                "metallb_layer2_responses_sent_total",
+                &format!("ip=\"{v6}\""),
+            );
+            match sent {
+                Some(v) if v > 0.0 => Ok(()),
+                other => Err(format!("responses sent: {other:?}")),
+            }
+        },
+    )
+    .await
+    .expect("NDP responses counted");
 
     // Node failure: the v6 address moves; the unsolicited neighbour advertisement
     // rewrites the client's cached entry without the client asking.
